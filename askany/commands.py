@@ -1,0 +1,291 @@
+"""CLI command handlers: call the library, then print a table (or JSON with --json) to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from askany.config import get_settings
+from askany.context import AskAny
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    """One JSON object for machines, or a human rendering."""
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False, default=str, indent=2))
+    else:
+        render(data)
+
+
+def _split_tags(value: str | None) -> list[str]:
+    return [tag.strip() for tag in (value or "").replace("，", ",").split(",") if tag.strip()]
+
+
+def _app() -> AskAny:
+    return AskAny(get_settings())
+
+
+# ------------------------------------------------------------------ --check
+def check(args: argparse.Namespace) -> int:
+    from askany.check import collect_status
+
+    settings = get_settings()
+    status = collect_status(settings)
+    required_roles = [role for role, needed in (
+        ("embedding", settings.embedding_enabled), ("reranker", settings.reranker_enabled),
+        ("llm", settings.llm_backend == "transformers"), ("hanlp", bool(settings.hanlp_tok_model))) if needed]
+    failed = [role for role in required_roles if not status["models"][role]["ok"]]
+    status["ok"] = status["ok"] and not failed
+    emit(status, args.json, _render_check)
+    return 0 if status["ok"] else 1
+
+
+def _render_check(status: dict[str, Any]) -> None:
+    where = status["settings"]
+    out.print(f"[bold]Settings[/]: .env file {where['env_file'] or '(none)'}; from environment: "
+              f"{', '.join(where['from_environment']) or '-'}; from .env: {', '.join(where['from_env_file']) or '-'}")
+    db = status["database"]
+    if db.get("ok"):
+        kind = "embedded" if db["embedded"] else "external"
+        out.print(f"[green]✓[/] Database ({kind}, {db['where']}): PostgreSQL {db['server_version']}, pgvector "
+                  f"{db['pgvector']}, {db['chunks']} chunks")
+    else:
+        out.print(f"[red]✗[/] Database: {db.get('error')}")
+    table = Table("role", "setting", "state", "where", "mode", title="Models")
+    for role, state in status["models"].items():
+        mode = "offline" if state["offline"] else "online allowed"
+        mark = "[green]ready[/]" if state["ok"] else f"[red]missing[/]: {state['problem']}"
+        if role == "hanlp" and not state["name"]:
+            mark = "[yellow]not configured[/]: jieba is used"
+        table.add_row(role, f"{state['setting']}={state['name']}", mark,
+                      f"{state['path'] or '-'} ({state['source'] or '-'})", mode)
+    out.print(table)
+    out.print(f"Keyword tokenizer: {status['tokenizer']}; device: {status['device']}")
+    out.print("[green]All required components are ready.[/]" if status["ok"]
+              else "[red]Something required is missing: see above for the fix.[/]")
+
+
+# ------------------------------------------------------------------ --ingest
+def ingest(args: argparse.Namespace) -> int:
+    from askany.ingestion import Ingestor
+
+    app = _app()
+    paths = args.ingest or [app.settings.docs_dir]
+    report = Ingestor(app).run(paths, kb=args.kb, tags=_split_tags(args.tags), sync=args.sync,
+                               progress=not args.no_progress and sys.stderr.isatty())
+    data = {
+        "kb": report.kb,
+        "files": {status: report.count(status) for status in
+                  ("new", "changed", "unchanged", "failed", "skipped", "removed")},
+        "chunks_written": report.chunks_written, "vectors_written": report.vectors_written,
+        "chunks_awaiting_vectors": report.awaiting_vectors, "embedding_note": report.embedding_note,
+        "seconds": round(report.seconds, 3), "chunks_per_second": round(report.chunks_per_second, 1),
+        "problems": [asdict(r) for r in report.results if r.status in ("failed", "skipped")],
+        "ok": not report.failed,
+    }
+    emit(data, args.json, _render_ingest)
+    return 1 if report.failed else 0
+
+
+def _render_ingest(data: dict[str, Any]) -> None:
+    files = data["files"]
+    table = Table("new", "changed", "unchanged", "failed", "skipped", "removed", "chunks", "time",
+                  "chunks/s", title=f"Ingestion into knowledge base '{data['kb']}'")
+    table.add_row(*(str(files[key]) for key in ("new", "changed", "unchanged", "failed", "skipped", "removed")),
+                  str(data["chunks_written"]), f"{data['seconds']:.1f}s", f"{data['chunks_per_second']:.1f}")
+    out.print(table)
+    if data["problems"]:
+        problems = Table("file", "result", "reason", title="Files not ingested")
+        for problem in data["problems"]:
+            problems.add_row(problem["path"], problem["status"], problem["reason"])
+        out.print(problems)
+    if data["embedding_note"]:
+        out.print(f"[yellow]{data['embedding_note']}[/]")
+    if data["chunks_awaiting_vectors"]:
+        out.print(f"{data['chunks_awaiting_vectors']} chunks await vectors: keyword search works now; run the "
+                  f"ingestion again once the embedding model is available to add them.")
+    out.print("[red]Some files failed: see the table above.[/]" if not data["ok"]
+              else "[green]Done.[/]")
+
+
+# ------------------------------------------------------------------ index maintenance
+def reembed(args: argparse.Namespace) -> int:
+    from askany.ingestion import Ingestor
+
+    app = _app()
+    app.models.embedding()  # fail now, before dropping anything, when the model is missing
+    app.store.drop_vectors()
+    report = Ingestor(app).run([], kb=args.kb, progress=not args.no_progress and sys.stderr.isatty())
+    data = {"vectors_written": report.vectors_written, "chunks_awaiting_vectors": report.awaiting_vectors,
+            "seconds": round(report.seconds, 3)}
+    emit(data, args.json, lambda d: out.print(f"Re-embedded {d['vectors_written']} chunks in {d['seconds']}s."))
+    return 0
+
+
+def create_index(args: argparse.Namespace) -> int:
+    app = _app()
+    built = app.store.rebuild_hnsw_index(app.settings.hnsw_m, app.settings.hnsw_ef_construction)
+    data = {"hnsw_index_built": built}
+    emit(data, args.json, lambda d: out.print(
+        "HNSW index rebuilt." if d["hnsw_index_built"] else "No vectors stored yet: nothing to index."))
+    return 0
+
+
+def delete_doc(args: argparse.Namespace) -> int:
+    app = _app()
+    kb = args.kb or app.settings.default_kb
+    deleted = app.store.delete_document(kb, args.delete_doc)
+    emit({"deleted": deleted, "kb": kb, "source": args.delete_doc}, args.json, lambda d: out.print(
+        f"Deleted {d['source']} from '{d['kb']}'." if d["deleted"] else
+        f"No document {d['source']} in knowledge base '{d['kb']}' (see --check-db)."))
+    return 0 if deleted else 1
+
+
+def check_db(args: argparse.Namespace) -> int:
+    app = _app()
+    store = app.store
+    with app.db.connection() as conn:
+        indexes = [row[0] for row in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'chunk_vectors'").fetchall()]
+    data = {
+        "knowledge_bases": store.knowledge_bases(),
+        "vectors_made_by": store.vector_model(),
+        "chunks_awaiting_vectors": store.count_awaiting_vectors(),
+        "hnsw_index": "chunk_vectors_hnsw" in indexes,
+        "keyword_analyzer": app.analyzer.name,
+        "samples": [{"source": c.source, "heading_path": c.heading_path, "text": c.text[:120]}
+                    for c in store.sample_chunks(3)],
+    }
+    emit(data, args.json, _render_check_db)
+    return 0
+
+
+def _render_check_db(data: dict[str, Any]) -> None:
+    table = Table("knowledge base", "documents", "FAQ files", "chunks", title="Database contents")
+    for kb in data["knowledge_bases"]:
+        table.add_row(kb["kb"], str(kb["documents"]), str(kb["faq_files"]), str(kb["chunks"]))
+    out.print(table)
+    model = data["vectors_made_by"]
+    out.print(f"Vectors: {'made by ' + model[0] + f' ({model[1]} dims)' if model else 'none yet'}; "
+              f"awaiting vectors: {data['chunks_awaiting_vectors']}; HNSW index: "
+              f"{'present' if data['hnsw_index'] else 'absent'}; keyword terms: {data['keyword_analyzer']}")
+    for sample in data["samples"]:
+        out.print(f"- {sample['source']} {' > '.join(sample['heading_path'])}: {sample['text']}")
+
+
+# ------------------------------------------------------------------ --query
+def _query_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"query_type": args.query_type, "mode": args.mode, "top_k": args.top_k,
+            "rerank": not args.no_rerank, "kbs": [args.kb] if args.kb else None,
+            "tags": _split_tags(args.tags), "thinking": args.think}
+
+
+def query(args: argparse.Namespace) -> int:
+    from askany.qa import QA
+
+    question = args.query_text if args.query_text is not None else args.query
+    if question is True or question is None:
+        from askany.errors import AskAnyError
+
+        raise AskAnyError('No question given; pass it as --query-text "..."')
+    qa = QA(_app())
+    stream_to_terminal = not args.json and sys.stdout.isatty()
+    result = None
+    shown_thinking = False
+    for kind, value in qa.ask_stream(question, **_query_options(args)):
+        if kind == "done":
+            result = value
+        elif stream_to_terminal:
+            if kind == "thinking" and not shown_thinking:
+                out.print("[dim]思考过程：[/]", end="")
+                shown_thinking = True
+            out.print(value, end="", style="dim" if kind == "thinking" else None, markup=False)
+    assert result is not None
+    data = qa_result_dict(result)
+    if args.json:
+        emit(data, True, lambda _: None)
+    else:
+        _render_answer(data, already_streamed=stream_to_terminal)
+    return 0
+
+
+def qa_result_dict(result: Any) -> dict[str, Any]:
+    answer = result.answer
+    return {
+        "question": result.question, "query_type": result.query_type, "routed_to": result.routed_to,
+        "answer": answer.text, "thinking": answer.thinking, "answer_kind": answer.kind,
+        "citations": answer.citations, "notices": result.notices, "tags": result.tags,
+        "sources": [asdict(source) for source in result.sources],
+        "timings": {name: round(seconds, 4) for name, seconds in result.timings.items()},
+    }
+
+
+def _render_answer(data: dict[str, Any], already_streamed: bool) -> None:
+    if not already_streamed:
+        if data["thinking"]:
+            out.print(f"[dim]思考过程：{data['thinking']}[/]")
+        out.print(data["answer"], markup=False)
+    else:
+        out.print()
+    labels = {"extracted": "（摘录自资料，未经大模型生成）", "faq": "（来自常见问题库）", "none": ""}
+    if data["answer_kind"] in labels and labels[data["answer_kind"]]:
+        out.print(f"[yellow]{labels[data['answer_kind']]}[/]")
+    for notice in data["notices"]:
+        print(f"notice: {notice}", file=sys.stderr)
+    if data["sources"]:
+        table = Table("#", "file", "heading", "snippet", "scores", title="Sources", show_lines=False)
+        for source in data["sources"]:
+            mark = "*" if source["number"] in data["citations"] else ""
+            scores = " ".join(f"{stage}={value['score']:.3g}(#{value['rank']})"
+                              for stage, value in source["stages"].items())
+            table.add_row(f"{source['number']}{mark}", source["source"], " > ".join(source["heading_path"]),
+                          source["text"][:80].replace("\n", " "), scores)
+        out.print(table)
+    out.print("Time: " + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in data["timings"].items()))
+
+
+# ------------------------------------------------------------------ --eval
+def evaluate(args: argparse.Namespace) -> int:
+    from askany.evaluation import eval_kb_name, read_queries, scores_as_dict
+    from askany.evaluation import evaluate as run_eval
+    from askany.ingestion import Ingestor
+
+    queries = read_queries(args.eval)
+    app = _app()
+    kb = args.kb
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.docs is not None:
+        if not args.docs.is_dir():
+            from askany.errors import AskAnyError
+
+            raise AskAnyError(f"--docs {args.docs} is not a folder")
+        kb = kb or eval_kb_name(args.docs)
+        report = Ingestor(app).run([args.docs], kb=kb, progress=progress)
+        if report.failed:
+            print(f"warning: {len(report.failed)} files of {args.docs} failed to ingest", file=sys.stderr)
+    scores = run_eval(app, queries, kb=kb, progress=progress)
+    data = {"questions": len(queries), "kb": kb, "setups": scores_as_dict(scores)}
+    emit(data, args.json, _render_eval)
+    return 0
+
+
+def _render_eval(data: dict[str, Any]) -> None:
+    table = Table("setup", "hit@1", "hit@5", "hit@10", "MRR", "answer-in-context@5", "time",
+                  title=f"Retrieval on {data['questions']} questions (kb: {data['kb'] or 'all'})")
+    for row in data["setups"]:
+        if row["unavailable"]:
+            table.add_row(row["setup"], "-", "-", "-", "-", "-", f"unavailable: {row['unavailable']}")
+        else:
+            table.add_row(row["setup"], *(f"{row[key]:.3f}" for key in
+                                          ("hit1", "hit5", "hit10", "mrr", "answer_in_context5")),
+                          f"{row['seconds']:.1f}s")
+    out.print(table)

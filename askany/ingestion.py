@@ -1,0 +1,322 @@
+"""Batch ingestion: files -> LlamaIndex documents and nodes -> terms and vectors -> the store.
+
+Incremental: a file whose bytes and pipeline settings are unchanged costs no
+parsing and no model call. Crash-safe: documents are written in groups, each
+group in one transaction, after their vectors are computed, so a killed run
+leaves every document either in its old or its new state; running again
+finishes the work. With no embedding model, chunks are stored without vectors
+(keyword search works) and a later run with the model fills them in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llama_index.core.schema import Document, NodeRelationship, TextNode
+
+from askany.chunking import char_count_tokens, split_document
+from askany.context import AskAny
+from askany.errors import AskAnyError
+from askany.loaders import SUPPORTED_SUFFIXES, FileSkipped, LoadedFile, load_file
+from askany.store import ChunkRecord, DocumentRecord
+
+log = logging.getLogger(__name__)
+
+Status = Literal["new", "changed", "unchanged", "failed", "skipped", "removed"]
+GROUP_CHUNKS = 256  # chunks embedded together: large enough for efficient batches, small enough to commit often
+PIPELINE_VERSION = "1"
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: Status
+    chunks: int = 0
+    reason: str = ""
+
+
+@dataclass
+class IngestReport:
+    kb: str
+    results: list[FileResult] = field(default_factory=list)
+    chunks_written: int = 0
+    vectors_written: int = 0
+    awaiting_vectors: int = 0
+    embedding_note: str = ""
+    seconds: float = 0.0
+
+    def count(self, status: Status) -> int:
+        return sum(1 for result in self.results if result.status == status)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [result for result in self.results if result.status == "failed"]
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks_written / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Pending:
+    result: FileResult
+    record: DocumentRecord
+
+
+def discover(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
+    """Every file under `paths` (recursively, sorted), plus results for paths that do not exist."""
+    files: list[Path] = []
+    missing: list[FileResult] = []
+    for path in paths:
+        path = path.expanduser()
+        if path.is_file():
+            files.append(path.resolve())
+        elif path.is_dir():
+            files.extend(sorted(p.resolve() for p in path.rglob("*")
+                                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+        else:
+            missing.append(FileResult(str(path), "failed", reason="no such file or folder"))
+    return list(dict.fromkeys(files)), missing
+
+
+def file_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def node_id_for(kb: str, source: str, content_hash: str, position: int) -> str:
+    """Deterministic, so a re-run after a crash writes exactly the nodes an uninterrupted run would."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"askany:{kb}:{source}:{content_hash}:{position}"))
+
+
+class Ingestor:
+    """Turns files into stored, searchable chunks for one knowledge base."""
+
+    def __init__(self, app: AskAny):
+        self.app = app
+        self.settings = app.settings
+        self._count_tokens: Callable[[str], int] | None = None
+
+    # ------------------------------------------------------------ building blocks
+    @property
+    def count_tokens(self) -> Callable[[str], int]:
+        """Counts tokens with the embedding model's own tokenizer, or estimates without it."""
+        if self._count_tokens is None:
+            tokenizer = self.app.models.optional("embedding_tokenizer") if self.settings.embedding_enabled else None
+            if tokenizer is None:
+                log.info("Sizing chunks by an estimate: the embedding tokenizer is not available")
+                self._count_tokens = char_count_tokens
+            else:
+                def count(text: str) -> int:
+                    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+                self._count_tokens = count
+        return self._count_tokens
+
+    def fingerprint(self, kb: str, tags: list[str]) -> str:
+        """Everything besides the file's bytes that decides its chunks; a change re-ingests the file."""
+        tokenizer = "model" if self.count_tokens is not char_count_tokens else "estimate"
+        parts = [PIPELINE_VERSION, kb, ",".join(sorted(tags)), self.app.analyzer.name,
+                 str(self.settings.chunk_size), str(self.settings.chunk_overlap), tokenizer,
+                 self.settings.embedding_model]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+    def build_nodes(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str,
+                    source: str) -> tuple[Document, list[TextNode]]:
+        """LlamaIndex Document and TextNodes for one loaded file."""
+        document = Document(text=loaded.text, id_=f"{kb}:{source}", metadata={
+            "source": source, "title": loaded.title, "kb": kb, "tags": tags, "doc_hash": content_hash})
+        pieces: list[tuple[str, list[str], dict[str, Any], list[str], bool]] = []
+        if loaded.faqs:
+            for entry in loaded.faqs:
+                text = f"问：{entry.question}\n答：{entry.answer}"
+                entry_tags = sorted(set(tags) | set(entry.tags))
+                pieces.append((text, [], {"question": entry.question, "answer": entry.answer},
+                               entry_tags, True))
+        else:
+            for chunk in split_document(loaded.text, self.count_tokens, self.settings.chunk_size,
+                                        self.settings.chunk_overlap):
+                pieces.append((chunk.text, list(chunk.heading_path), {}, tags, False))
+        nodes = []
+        for position, (text, heading_path, extra, node_tags, is_faq) in enumerate(pieces):
+            node = TextNode(
+                id_=node_id_for(kb, source, content_hash, position), text=text,
+                metadata={"source": source, "title": loaded.title, "heading_path": heading_path,
+                          "position": position, "kb": kb, "tags": node_tags, "doc_hash": content_hash,
+                          "is_faq": is_faq, **extra})
+            node.relationships[NodeRelationship.SOURCE] = document.as_related_node_info()
+            nodes.append(node)
+        return document, nodes
+
+    def _record(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str, fingerprint: str,
+                source: str) -> DocumentRecord:
+        _, nodes = self.build_nodes(loaded, kb, tags, content_hash, source)
+        terms = self.app.analyzer.terms_many([node.text for node in nodes])
+        chunks = [ChunkRecord(
+            node_id=node.node_id, position=node.metadata["position"], text=node.text,
+            heading_path=node.metadata["heading_path"], tags=node.metadata["tags"],
+            is_faq=node.metadata["is_faq"], terms=node_terms,
+            metadata={key: node.metadata[key] for key in ("question", "answer") if key in node.metadata})
+            for node, node_terms in zip(nodes, terms, strict=True)]
+        return DocumentRecord(kb=kb, source=source, title=loaded.title, kind="faq" if loaded.faqs else "doc",
+                              content_hash=content_hash, fingerprint=fingerprint, tags=tags,
+                              encoding=loaded.encoding, chunks=chunks)
+
+    # ------------------------------------------------------------ the run
+    def run(self, paths: list[Path], kb: str | None = None, tags: list[str] | None = None,
+            sync: bool = False, progress: bool = True,
+            on_result: Callable[[FileResult], None] | None = None) -> IngestReport:
+        kb = (kb or self.settings.default_kb).strip()
+        if not kb:
+            raise AskAnyError("The knowledge base name is empty; pass --kb NAME")
+        tags = sorted({tag.strip() for tag in tags or [] if tag.strip()})
+        started = time.perf_counter()
+        report = IngestReport(kb=kb)
+        files, missing = discover(paths)
+        for result in missing:
+            self._note(report, result, on_result)
+
+        embedder = self._embedder(report)
+        store = self.app.store
+        states = store.document_states(kb)
+        fingerprint = self.fingerprint(kb, tags)
+        max_bytes = int(self.settings.max_file_size_mb * 1024 * 1024)
+        pending: list[_Pending] = []
+
+        from tqdm import tqdm
+
+        with tqdm(total=len(files), unit="file", desc=f"Ingesting into {kb}", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for path in files:
+                source = str(path)
+                item = self._prepare(path, source, kb, tags, fingerprint, max_bytes, states.get(source))
+                if isinstance(item, FileResult):
+                    self._note(report, item, on_result)
+                else:
+                    pending.append(item)
+                    if sum(len(p.record.chunks) for p in pending) >= GROUP_CHUNKS:
+                        self._flush(pending, embedder, report, on_result)
+                        pending = []
+                bar.update(1)
+                bar.set_postfix(chunks=report.chunks_written, failed=report.count("failed"))
+            self._flush(pending, embedder, report, on_result)
+
+        if embedder is not None:
+            report.vectors_written += self._fill_missing_vectors(embedder, progress)
+        if sync:
+            self._sync(kb, paths, files, states, report, on_result)
+        report.awaiting_vectors = store.count_awaiting_vectors()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _note(self, report: IngestReport, result: FileResult,
+              on_result: Callable[[FileResult], None] | None) -> None:
+        if result.status == "failed":
+            log.warning("Skipped %s: %s", result.path, result.reason)
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    def _embedder(self, report: IngestReport) -> Any | None:
+        """The embedding model ready to write vectors, or None (with the reason in the report)."""
+        if not self.settings.embedding_enabled:
+            report.embedding_note = "EMBEDDING_ENABLED is off: chunks are stored without vectors"
+            return None
+        model = self.app.embedding_model()
+        if model is None:
+            error = self.app.models.error("embedding")
+            report.embedding_note = f"No vectors written: {error}"
+            return None
+        self.app.store.ensure_vector_table(self.settings.embedding_model,
+                                           model.get_sentence_embedding_dimension(),
+                                           self.settings.hnsw_m, self.settings.hnsw_ef_construction)
+        return model
+
+    def _prepare(self, path: Path, source: str, kb: str, tags: list[str], fingerprint: str, max_bytes: int,
+                 stored: tuple[str, str] | None) -> FileResult | _Pending:
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            return FileResult(source, "skipped", reason=f"unsupported extension {path.suffix or '(none)'}")
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                return FileResult(source, "failed", reason=f"larger than the {self.settings.max_file_size_mb:g} MB "
+                                                           f"limit (MAX_FILE_SIZE_MB)")
+            data = path.read_bytes()
+        except OSError as error:
+            return FileResult(source, "failed", reason=f"unreadable: {error.strerror or error}")
+        content_hash = file_hash(data)
+        if stored == (content_hash, fingerprint):
+            return FileResult(source, "unchanged")
+        try:
+            loaded = load_file(path, max_bytes)
+        except FileSkipped as error:
+            return FileResult(source, "failed", reason=error.reason)
+        record = self._record(loaded, kb, tags, content_hash, fingerprint, source)
+        if not record.chunks:
+            return FileResult(source, "failed", reason="no text to index")
+        status: Status = "new" if stored is None else "changed"
+        return _Pending(FileResult(source, status, chunks=len(record.chunks)), record)
+
+    def _flush(self, pending: list[_Pending], embedder: Any | None, report: IngestReport,
+               on_result: Callable[[FileResult], None] | None) -> None:
+        if not pending:
+            return
+        if embedder is not None:
+            chunks = [chunk for item in pending for chunk in item.record.chunks]
+            vectors = self._encode(embedder, [chunk.text for chunk in chunks])
+            for chunk, vector in zip(chunks, vectors, strict=True):
+                chunk.embedding = vector
+            report.vectors_written += len(chunks)
+        report.chunks_written += self.app.store.replace_documents([item.record for item in pending])
+        for item in pending:
+            self._note(report, item.result, on_result)
+
+    def _encode(self, embedder: Any, texts: list[str]) -> Any:
+        return embedder.encode(texts, batch_size=self.settings.embedding_batch_size,
+                               normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+
+    def _fill_missing_vectors(self, embedder: Any, progress: bool) -> int:
+        """Vectors for chunks stored earlier without them (no model then, or after --reembed)."""
+        store = self.app.store
+        total = store.count_awaiting_vectors()
+        if not total:
+            return 0
+        from tqdm import tqdm
+
+        written = 0
+        with tqdm(total=total, unit="chunk", desc="Embedding stored chunks", disable=not progress) as bar:
+            for batch in _batches(lambda: store.chunks_awaiting_vectors(GROUP_CHUNKS)):
+                vectors = self._encode(embedder, [text for _, text in batch])
+                store.write_vectors([(chunk_id, vector) for (chunk_id, _), vector in
+                                     zip(batch, vectors, strict=True)])
+                written += len(batch)
+                bar.update(len(batch))
+        return written
+
+    def _sync(self, kb: str, roots: list[Path], files: list[Path], states: dict[str, tuple[str, str]],
+              report: IngestReport, on_result: Callable[[FileResult], None] | None) -> None:
+        """Remove documents under the given roots whose files are gone."""
+        seen = {str(path) for path in files}
+        prefixes = [str(root.expanduser().resolve()) for root in roots]
+        gone = [source for source in states if source not in seen and
+                any(source == prefix or source.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)]
+        self.app.store.delete_documents(kb, gone)
+        for source in gone:
+            self._note(report, FileResult(source, "removed"), on_result)
+
+
+def _batches(fetch: Callable[[], list[tuple[int, str]]]) -> Iterator[list[tuple[int, str]]]:
+    """Keep fetching until nothing is left; a batch seen twice means its vectors could not be stored."""
+    previous: list[int] = []
+    while True:
+        batch = fetch()
+        ids = [chunk_id for chunk_id, _ in batch]
+        if not batch or ids == previous:
+            return
+        previous = ids
+        yield batch

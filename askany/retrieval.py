@@ -1,0 +1,189 @@
+"""Where chunks are ranked: keyword (BM25) and vector (HNSW) top-N, weighted RRF fusion, cross-encoder rerank.
+
+Every stage can be switched off, every hit keeps its rank and score from each
+stage, and each stage is timed. A missing embedding model or reranker turns
+its stage off with a notice instead of failing the query.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from askany.context import AskAny
+from askany.errors import AskAnyError
+from askany.store import EmbeddingMismatchError, SearchFilter, StoredChunk
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["hybrid", "vector", "keyword"]
+MODES: tuple[str, ...] = ("hybrid", "vector", "keyword")
+MAX_QUERY_CHARS = 2000  # longer questions are cut: beyond this they only slow every stage down
+MAX_QUERY_TERMS = 256
+TAG_PATTERN = re.compile(r"(?:^|(?<=\s))@([^\s@]+)")
+
+
+class QueryError(AskAnyError):
+    """The query cannot be searched (empty, only punctuation, unknown filter)."""
+
+
+@dataclass
+class StageScore:
+    rank: int
+    score: float
+
+
+@dataclass
+class Hit:
+    chunk: StoredChunk
+    stages: dict[str, StageScore] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        """The score of the last stage that ranked this hit."""
+        for stage in ("rerank", "fused", "vector", "keyword"):
+            if stage in self.stages:
+                return self.stages[stage].score
+        return 0.0
+
+
+@dataclass
+class RetrievalResult:
+    query: str
+    hits: list[Hit]
+    timings: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    mode: str = "hybrid"
+    reranked: bool = False
+
+
+def parse_tags(text: str) -> tuple[str, list[str]]:
+    """Split `@tag` words out of a question: ('如何重启 deployment', ['k8s']) for '@k8s 如何重启 deployment'."""
+    tags = TAG_PATTERN.findall(text)
+    return TAG_PATTERN.sub(" ", text).strip(), tags
+
+
+def rrf_fuse(channels: dict[str, list[tuple[int, float]]], weights: dict[str, float],
+             k: int) -> list[tuple[int, float]]:
+    """Weighted reciprocal-rank fusion: sum over channels of weight / (k + rank)."""
+    fused: dict[int, float] = {}
+    for name, ranked in channels.items():
+        weight = weights.get(name, 1.0)
+        for rank, (chunk_id, _) in enumerate(ranked, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (k + rank)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+class Retriever:
+    def __init__(self, app: AskAny):
+        self.app = app
+        self.settings = app.settings
+
+    def check_filters(self, kbs: list[str] | None, tags: list[str] | None) -> None:
+        """A knowledge base or tag nobody has gets a clear message, not an empty result."""
+        if kbs:
+            known = {kb["kb"] for kb in self.app.store.knowledge_bases()}
+            unknown = [kb for kb in kbs if kb not in known]
+            if unknown:
+                raise QueryError(f"Knowledge base {', '.join(unknown)} does not exist (known: "
+                                 f"{', '.join(sorted(known)) or 'none yet'}); check --kb or ingest documents first")
+        if tags:
+            known_tags = set(self.app.store.known_tags())
+            unknown = [tag for tag in tags if tag not in known_tags]
+            if unknown:
+                raise QueryError(f"No document is tagged {', '.join(unknown)} (known tags: "
+                                 f"{', '.join(sorted(known_tags)) or 'none'}); check the @tag or --tags filter")
+
+    def retrieve(self, query: str, *, mode: Mode = "hybrid", top_k: int | None = None, rerank: bool = True,
+                 search_filter: SearchFilter | None = None) -> RetrievalResult:
+        if mode not in MODES:
+            raise QueryError(f"Unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        query = query.strip()[:MAX_QUERY_CHARS]
+        if not self.app.analyzer.is_searchable(query):
+            raise QueryError("The question has no words to search for; ask it with words, e.g. 如何重启服务？")
+        top_k = top_k or self.settings.top_k
+        result = RetrievalResult(query=query, hits=[], mode=mode)
+        channels: dict[str, list[tuple[int, float]]] = {}
+
+        if mode in ("hybrid", "keyword"):
+            channels["keyword"] = self._keyword(query, search_filter, result)
+        if mode in ("hybrid", "vector"):
+            ranked = self._vector(query, search_filter, result)
+            if ranked is not None:
+                channels["vector"] = ranked
+            elif mode == "vector":
+                raise QueryError(result.notices[-1])
+
+        ranked = (rrf_fuse(channels, {"keyword": self.settings.keyword_weight,
+                                      "vector": self.settings.vector_weight}, self.settings.rrf_k)
+                  if len(channels) > 1 else next(iter(channels.values()), []))
+        stages = {name: _positions(channel) for name, channel in channels.items()}
+        if len(channels) > 1:
+            stages["fused"] = _positions(ranked)
+        chunks = self.app.store.fetch_chunks([chunk_id for chunk_id, _ in ranked[:max(top_k, 100)]])
+        hits = [Hit(chunks[chunk_id], {name: found[chunk_id] for name, found in stages.items()
+                                       if chunk_id in found})
+                for chunk_id, _ in ranked if chunk_id in chunks]
+        if rerank and hits:
+            hits = self._rerank(query, hits, result)
+        result.hits = hits[:top_k]
+        return result
+
+    # ------------------------------------------------------------ stages
+    def _keyword(self, query: str, search_filter: SearchFilter | None,
+                 result: RetrievalResult) -> list[tuple[int, float]]:
+        started = time.perf_counter()
+        terms = list(dict.fromkeys(self.app.analyzer.terms(query)))[:MAX_QUERY_TERMS]
+        ranked = self.app.store.keyword_search(terms, self.settings.keyword_top_n, search_filter)
+        result.timings["keyword"] = time.perf_counter() - started
+        return ranked
+
+    def _vector(self, query: str, search_filter: SearchFilter | None,
+                result: RetrievalResult) -> list[tuple[int, float]] | None:
+        if not self.settings.embedding_enabled:
+            result.notices.append("Vector search is off (EMBEDDING_ENABLED=false): keyword results only")
+            return None
+        model = self.app.embedding_model()
+        if model is None:
+            result.notices.append(f"Vector search unavailable, keyword results only: {self.app.models.error('embedding')}")
+            return None
+        try:
+            self.app.store.check_vector_model(self.settings.embedding_model, model.get_sentence_embedding_dimension())
+        except EmbeddingMismatchError as error:
+            result.notices.append(f"Vector search unavailable: {error}")
+            return None
+        started = time.perf_counter()
+        embedding = model.encode([query], normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=False)[0]
+        result.timings["embed"] = time.perf_counter() - started
+        started = time.perf_counter()
+        ranked = self.app.store.vector_search(embedding, self.settings.vector_top_n, self.settings.hnsw_ef_search,
+                                              search_filter)
+        result.timings["vector"] = time.perf_counter() - started
+        return ranked
+
+    def _rerank(self, query: str, hits: list[Hit], result: RetrievalResult) -> list[Hit]:
+        if not self.settings.reranker_enabled:
+            result.notices.append("Reranking is off (RERANKER_ENABLED=false)")
+            return hits
+        model = self.app.models.optional("reranker")
+        if model is None:
+            result.notices.append(f"Reranking unavailable, fused order kept: {self.app.models.error('reranker')}")
+            return hits
+        started = time.perf_counter()
+        head, tail = hits[:self.settings.rerank_top_n], hits[self.settings.rerank_top_n:]
+        scores = model.predict([(query, hit.chunk.text) for hit in head], batch_size=self.settings.rerank_batch_size,
+                               show_progress_bar=False, convert_to_numpy=True)
+        order = sorted(range(len(head)), key=lambda i: -float(scores[i]))
+        for rank, index in enumerate(order, start=1):
+            head[index].stages["rerank"] = StageScore(rank, float(scores[index]))
+        result.timings["rerank"] = time.perf_counter() - started
+        result.reranked = True
+        return [head[i] for i in order] + tail
+
+
+def _positions(ranked: list[tuple[int, float]]) -> dict[int, StageScore]:
+    return {chunk_id: StageScore(rank, score) for rank, (chunk_id, score) in enumerate(ranked, start=1)}

@@ -1,0 +1,336 @@
+"""Where chunks are stored and searched: documents, chunks, BM25 terms and pgvector vectors.
+
+A document and all its chunks, terms and vectors are written in one
+transaction (`replace_document`), so a query never sees half a document and a
+run killed at any moment leaves either the old version or the new one.
+Vectors live in `chunk_vectors`, created on first use with the embedding
+model's dimension; a chunk without a row there is waiting for its vector.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from askany.database import Database
+from askany.errors import AskAnyError
+
+BM25_K1 = 1.2
+BM25_B = 0.75
+REEMBED_COMMAND = "python -m askany.main --reembed"
+
+
+class EmbeddingMismatchError(AskAnyError):
+    """Stored vectors were made by another embedding model than the configured one."""
+
+
+@dataclass
+class ChunkRecord:
+    node_id: str
+    position: int
+    text: str
+    heading_path: list[str]
+    tags: list[str]
+    is_faq: bool
+    terms: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+
+
+@dataclass
+class DocumentRecord:
+    kb: str
+    source: str
+    title: str
+    kind: str
+    content_hash: str
+    fingerprint: str
+    tags: list[str]
+    encoding: str | None
+    chunks: list[ChunkRecord]
+
+
+@dataclass
+class StoredChunk:
+    id: int
+    node_id: str
+    kb: str
+    source: str
+    title: str
+    position: int
+    text: str
+    heading_path: list[str]
+    tags: list[str]
+    is_faq: bool
+    metadata: dict[str, Any]
+
+
+@dataclass
+class SearchFilter:
+    """Restricts a search to knowledge bases, tags (any of them) and FAQ or document chunks."""
+
+    kbs: list[str] | None = None
+    tags: list[str] | None = None
+    faq: bool | None = None
+
+    def sql(self, alias: str = "c") -> tuple[str, dict[str, Any]]:
+        clauses, params = ["TRUE"], {}
+        if self.kbs:
+            clauses.append(f"{alias}.kb = ANY(%(f_kbs)s)")
+            params["f_kbs"] = list(self.kbs)
+        if self.tags:
+            clauses.append(f"{alias}.tags && %(f_tags)s::text[]")
+            params["f_tags"] = list(self.tags)
+        if self.faq is not None:
+            clauses.append(f"{alias}.is_faq = %(f_faq)s")
+            params["f_faq"] = self.faq
+        return " AND ".join(clauses), params
+
+
+def embedding_identity(model_name: str) -> str:
+    """A model's name without its organisation or folder, so a hub id and its local copy agree."""
+    return Path(model_name.rstrip("/")).name
+
+
+class ChunkStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # ------------------------------------------------------------ metadata
+    def get_meta(self, key: str) -> str | None:
+        with self.db.connection() as conn:
+            row = conn.execute("SELECT value FROM askany_meta WHERE key = %s", (key,)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _set_meta(conn: psycopg.Connection, key: str, value: str) -> None:
+        conn.execute("INSERT INTO askany_meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = "
+                     "excluded.value", (key, value))
+
+    # ------------------------------------------------------------ vectors table
+    def vector_model(self) -> tuple[str, int] | None:
+        """(model identity, dimension) of the stored vectors, or None before the first vector."""
+        name, dim = self.get_meta("embedding_model"), self.get_meta("embedding_dim")
+        return (name, int(dim)) if name and dim else None
+
+    def check_vector_model(self, model_name: str, dim: int) -> None:
+        stored = self.vector_model()
+        identity = embedding_identity(model_name)
+        if stored and stored != (identity, dim):
+            raise EmbeddingMismatchError(
+                f"The stored vectors were made by {stored[0]} ({stored[1]} dimensions) but EMBEDDING_MODEL is "
+                f"{identity} ({dim} dimensions); re-embed every chunk with: {REEMBED_COMMAND}")
+
+    def ensure_vector_table(self, model_name: str, dim: int, m: int, ef_construction: int) -> None:
+        """Create `chunk_vectors` (with its HNSW index) for this model, or check it matches."""
+        self.check_vector_model(model_name, dim)
+        if self.vector_model():
+            return
+        with self.db.connection() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(4242002)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS chunk_vectors (chunk_id bigint PRIMARY KEY REFERENCES "
+                         f"chunks(id) ON DELETE CASCADE, embedding vector({int(dim)}) NOT NULL)")
+            self._create_hnsw(conn, m, ef_construction)
+            self._set_meta(conn, "embedding_model", embedding_identity(model_name))
+            self._set_meta(conn, "embedding_dim", str(dim))
+
+    @staticmethod
+    def _create_hnsw(conn: psycopg.Connection, m: int, ef_construction: int) -> None:
+        conn.execute(f"CREATE INDEX IF NOT EXISTS chunk_vectors_hnsw ON chunk_vectors USING hnsw "
+                     f"(embedding vector_cosine_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
+
+    def rebuild_hnsw_index(self, m: int, ef_construction: int) -> bool:
+        """Drop and rebuild the HNSW index (fast after a bulk load); False when there are no vectors yet."""
+        if not self.vector_model():
+            return False
+        with self.db.connection() as conn:
+            conn.execute("DROP INDEX IF EXISTS chunk_vectors_hnsw")
+            self._create_hnsw(conn, m, ef_construction)
+        return True
+
+    def drop_vectors(self) -> None:
+        """Forget every vector and the model that made them (for --reembed)."""
+        with self.db.connection() as conn:
+            conn.execute("DROP TABLE IF EXISTS chunk_vectors")
+            conn.execute("DELETE FROM askany_meta WHERE key IN ('embedding_model', 'embedding_dim')")
+
+    def chunks_awaiting_vectors(self, limit: int) -> list[tuple[int, str]]:
+        if not self.vector_model():
+            with self.db.connection() as conn:
+                return conn.execute("SELECT id, text FROM chunks ORDER BY id LIMIT %s", (limit,)).fetchall()
+        with self.db.connection() as conn:
+            return conn.execute(
+                "SELECT c.id, c.text FROM chunks c LEFT JOIN chunk_vectors v ON v.chunk_id = c.id "
+                "WHERE v.chunk_id IS NULL ORDER BY c.id LIMIT %s", (limit,)).fetchall()
+
+    def count_awaiting_vectors(self) -> int:
+        with self.db.connection() as conn:
+            if not self.vector_model():
+                return conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            return conn.execute("SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM chunk_vectors v "
+                                "WHERE v.chunk_id = c.id)").fetchone()[0]
+
+    def write_vectors(self, pairs: list[tuple[int, np.ndarray]]) -> None:
+        """Store vectors for chunks that may have been deleted meanwhile (those are skipped)."""
+        with self.db.connection() as conn:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO chunk_vectors (chunk_id, embedding) SELECT %s, %s WHERE EXISTS "
+                    "(SELECT 1 FROM chunks WHERE id = %s) ON CONFLICT (chunk_id) DO NOTHING",
+                    [(chunk_id, vector, chunk_id) for chunk_id, vector in pairs])
+
+    # ------------------------------------------------------------ documents
+    def document_states(self, kb: str) -> dict[str, tuple[str, str]]:
+        """source -> (content_hash, fingerprint) for every document of a knowledge base."""
+        with self.db.connection() as conn:
+            rows = conn.execute("SELECT source, content_hash, fingerprint FROM documents WHERE kb = %s",
+                                (kb,)).fetchall()
+        return {source: (content_hash, fingerprint) for source, content_hash, fingerprint in rows}
+
+    def replace_documents(self, documents: list[DocumentRecord]) -> int:
+        """Atomically replace these documents (chunks, terms, vectors) in one transaction; returns chunks written."""
+        written = 0
+        with self.db.connection() as conn:
+            has_vectors = self._has_vector_table(conn)
+            for document in documents:
+                written += self._replace_one(conn, document, has_vectors)
+        return written
+
+    @staticmethod
+    def _has_vector_table(conn: psycopg.Connection) -> bool:
+        return conn.execute("SELECT to_regclass('chunk_vectors') IS NOT NULL").fetchone()[0]
+
+    @staticmethod
+    def _replace_one(conn: psycopg.Connection, doc: DocumentRecord, has_vectors: bool) -> int:
+        conn.execute("DELETE FROM documents WHERE kb = %s AND source = %s", (doc.kb, doc.source))
+        doc_id = conn.execute(
+            "INSERT INTO documents (kb, source, title, kind, content_hash, fingerprint, tags, encoding, chunk_count)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (doc.kb, doc.source, doc.title, doc.kind, doc.content_hash, doc.fingerprint, doc.tags,
+             doc.encoding, len(doc.chunks))).fetchone()[0]
+        if not doc.chunks:
+            return 0
+        with conn.cursor() as cur:
+            ids = []
+            for chunk in doc.chunks:
+                cur.execute(
+                    "INSERT INTO chunks (node_id, document_id, kb, position, text, heading_path, tags, is_faq,"
+                    " term_count, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                    (chunk.node_id, doc_id, doc.kb, chunk.position, chunk.text, chunk.heading_path,
+                     chunk.tags, chunk.is_faq, len(chunk.terms), json.dumps(chunk.metadata, ensure_ascii=False)))
+                ids.append(cur.fetchone()[0])
+            with cur.copy("COPY chunk_terms (term, chunk_id, tf) FROM STDIN") as copy:
+                for chunk_id, chunk in zip(ids, doc.chunks, strict=True):
+                    for term, tf in Counter(chunk.terms).items():
+                        copy.write_row((term, chunk_id, tf))
+            vectors = [(chunk_id, chunk.embedding) for chunk_id, chunk in zip(ids, doc.chunks, strict=True)
+                       if chunk.embedding is not None]
+            if vectors and has_vectors:
+                cur.executemany("INSERT INTO chunk_vectors (chunk_id, embedding) VALUES (%s, %s)", vectors)
+        return len(doc.chunks)
+
+    def delete_document(self, kb: str, source: str) -> bool:
+        with self.db.connection() as conn:
+            return conn.execute("DELETE FROM documents WHERE kb = %s AND source = %s",
+                                (kb, source)).rowcount > 0
+
+    def delete_documents(self, kb: str, sources: list[str]) -> int:
+        if not sources:
+            return 0
+        with self.db.connection() as conn:
+            return conn.execute("DELETE FROM documents WHERE kb = %s AND source = ANY(%s)",
+                                (kb, sources)).rowcount
+
+    def list_documents(self, kb: str | None = None) -> list[dict[str, Any]]:
+        with self.db.connection() as conn:
+            cur = conn.execute(
+                "SELECT kb, source, title, kind, chunk_count, tags, ingested_at FROM documents "
+                "WHERE %(kb)s::text IS NULL OR kb = %(kb)s ORDER BY kb, source", {"kb": kb})
+            names = [column.name for column in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def knowledge_bases(self) -> list[dict[str, Any]]:
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT d.kb, count(DISTINCT d.id), coalesce(sum(d.chunk_count), 0), "
+                "count(*) FILTER (WHERE d.kind = 'faq') FROM documents d GROUP BY d.kb ORDER BY d.kb").fetchall()
+        return [{"kb": kb, "documents": docs, "chunks": int(chunks), "faq_files": faqs}
+                for kb, docs, chunks, faqs in rows]
+
+    def known_tags(self) -> list[str]:
+        with self.db.connection() as conn:
+            rows = conn.execute("SELECT DISTINCT unnest(tags) AS tag FROM chunks ORDER BY tag").fetchall()
+        return [row[0] for row in rows]
+
+    def count_chunks(self, search_filter: SearchFilter | None = None) -> int:
+        where, params = (search_filter or SearchFilter()).sql()
+        with self.db.connection() as conn:
+            return conn.execute(f"SELECT count(*) FROM chunks c WHERE {where}", params).fetchone()[0]
+
+    def sample_chunks(self, limit: int = 3) -> list[StoredChunk]:
+        with self.db.connection() as conn:
+            ids = [row[0] for row in conn.execute("SELECT id FROM chunks ORDER BY id LIMIT %s", (limit,))]
+        return list(self.fetch_chunks(ids).values())
+
+    # ------------------------------------------------------------ search
+    def keyword_search(self, terms: list[str], limit: int,
+                       search_filter: SearchFilter | None = None) -> list[tuple[int, float]]:
+        """BM25 over the stored terms, computed in SQL: (chunk id, score), best first."""
+        if not terms:
+            return []
+        where, params = (search_filter or SearchFilter()).sql()
+        params.update(terms=terms, limit=limit, k1=BM25_K1, b=BM25_B)
+        sql = f"""
+            WITH q AS (SELECT term, count(*)::float8 AS qtf FROM unnest(%(terms)s::text[]) AS term GROUP BY term),
+            scope AS (SELECT count(*)::float8 AS n, coalesce(avg(c.term_count), 1)::float8 AS avgdl
+                      FROM chunks c WHERE {where}),
+            hits AS (SELECT t.chunk_id, t.term, t.tf, c.term_count
+                     FROM chunk_terms t JOIN q USING (term) JOIN chunks c ON c.id = t.chunk_id WHERE {where}),
+            df AS (SELECT term, count(*)::float8 AS df FROM hits GROUP BY term)
+            SELECT h.chunk_id,
+                   sum(q.qtf * ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
+                       * h.tf * (%(k1)s + 1) / (h.tf + %(k1)s * (1 - %(b)s + %(b)s * h.term_count / s.avgdl)))
+                       AS score
+            FROM hits h JOIN q USING (term) JOIN df USING (term) CROSS JOIN scope s
+            GROUP BY h.chunk_id ORDER BY score DESC, h.chunk_id LIMIT %(limit)s"""
+        with self.db.connection() as conn:
+            return [(row[0], float(row[1])) for row in conn.execute(sql, params).fetchall()]
+
+    def vector_search(self, embedding: np.ndarray, limit: int, ef_search: int,
+                      search_filter: SearchFilter | None = None) -> list[tuple[int, float]]:
+        """Cosine similarity through the HNSW index: (chunk id, similarity), best first."""
+        if not self.vector_model():
+            return []
+        where, params = (search_filter or SearchFilter()).sql()
+        params.update(q=np.asarray(embedding, dtype=np.float32), limit=limit)
+        with self.db.connection() as conn:
+            conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
+            # Filtered HNSW scans keep going until enough rows pass the filter (pgvector 0.8).
+            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            rows = conn.execute(
+                f"SELECT c.id, 1 - (v.embedding <=> %(q)s) AS similarity FROM chunk_vectors v "
+                f"JOIN chunks c ON c.id = v.chunk_id WHERE {where} "
+                f"ORDER BY v.embedding <=> %(q)s LIMIT %(limit)s", params).fetchall()
+        rows = [(row[0], float(row[1])) for row in rows]
+        return sorted(rows, key=lambda row: -row[1])
+
+    def fetch_chunks(self, ids: list[int]) -> dict[int, StoredChunk]:
+        if not ids:
+            return {}
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT c.id, c.node_id, c.kb, d.source, d.title, c.position, c.text, c.heading_path, c.tags, "
+                "c.is_faq, c.metadata FROM chunks c JOIN documents d ON d.id = c.document_id "
+                "WHERE c.id = ANY(%s)", (list(ids),)).fetchall()
+        return {row[0]: StoredChunk(*row) for row in rows}
+
+    def fetch_by_node_ids(self, node_ids: list[str]) -> list[StoredChunk]:
+        with self.db.connection() as conn:
+            ids = [row[0] for row in conn.execute("SELECT id FROM chunks WHERE node_id = ANY(%s)", (node_ids,))]
+        return list(self.fetch_chunks(ids).values())
