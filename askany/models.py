@@ -106,12 +106,18 @@ def check_model_folder(role: str, folder: Path) -> None:
     if not folder.is_dir():
         raise ModelUnavailableError(role, f"{setting} points to {folder}, which is not a folder; "
                                           f"set {setting} to a model folder or run {download_command(role)}")
+    if (folder / "config.json").is_file():
+        _check_kind(role, folder, _read_config(folder, role))
     missing = missing_files(role, folder)
     if missing:
         raise ModelUnavailableError(
             role, f"The {role} model folder {folder} is missing {', '.join(missing)}; "
                   f"download it again with: {download_command(role)}")
-    config = _read_config(folder, role)
+
+
+def _check_kind(role: str, folder: Path, config: dict[str, Any]) -> None:
+    """A folder holding another kind of model (a causal LM as EMBEDDING_MODEL, ...) is refused by name."""
+    setting = ROLE_SETTING[role]
     if role == "hanlp":
         if "classpath" not in config:
             raise ModelUnavailableError(role, f"{folder} is not a HanLP model folder (its config.json has no "
@@ -302,7 +308,7 @@ def _load_guarded(role: str, folder: Path, load: Any) -> Any:
         return load()
     except ModelUnavailableError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as error:
+    except Exception as error:  # noqa: BLE001 - libraries raise anything on a bad folder (SafetensorError, ...)
         first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         raise ModelUnavailableError(
             role, f"The {role} model in {folder} could not be loaded ({first_line}); check that "
