@@ -104,10 +104,9 @@ def _render_ingest(data: dict[str, Any]) -> None:
                   str(data["chunks_written"]), f"{data['seconds']:.1f}s", f"{data['chunks_per_second']:.1f}")
     out.print(table)
     if data["problems"]:
-        problems = Table("file", "result", "reason", title="Files not ingested")
+        out.print(f"[bold]Files not ingested[/] ({len(data['problems'])}):")
         for problem in data["problems"]:
-            problems.add_row(problem["path"], problem["status"], problem["reason"])
-        out.print(problems)
+            out.print(f"  {problem['status']:7} {problem['path']}: {problem['reason']}", markup=False)
     if data["embedding_note"]:
         out.print(f"[yellow]{data['embedding_note']}[/]")
     if data["chunks_awaiting_vectors"]:

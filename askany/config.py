@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     chunk_size: int = Field(384, ge=32)
     chunk_overlap: int = Field(48, ge=0)
     max_file_size_mb: float = Field(50.0, gt=0)
+    ingest_group_chunks: int = Field(256, ge=1)
     hnsw_m: int = Field(16, ge=2, le=100)
     hnsw_ef_construction: int = Field(64, ge=4, le=1000)
 

@@ -25,12 +25,12 @@ from askany.chunking import char_count_tokens, split_document
 from askany.context import AskAny
 from askany.errors import AskAnyError
 from askany.loaders import SUPPORTED_SUFFIXES, FileSkipped, LoadedFile, load_file
+from askany.models import embedding_dimension
 from askany.store import ChunkRecord, DocumentRecord
 
 log = logging.getLogger(__name__)
 
 Status = Literal["new", "changed", "unchanged", "failed", "skipped", "removed"]
-GROUP_CHUNKS = 256  # chunks embedded together: large enough for efficient batches, small enough to commit often
 PIPELINE_VERSION = "1"
 
 
@@ -119,11 +119,13 @@ class Ingestor:
         return self._count_tokens
 
     def fingerprint(self, kb: str, tags: list[str]) -> str:
-        """Everything besides the file's bytes that decides its chunks; a change re-ingests the file."""
-        tokenizer = "model" if self.count_tokens is not char_count_tokens else "estimate"
+        """Everything besides the file's bytes that decides its chunks and terms; a change re-ingests the file.
+
+        The embedding model is left out on purpose: chunks made without it (sized by an estimate) keep
+        their text and only get their vectors filled in later, and a model change is handled by --reembed.
+        """
         parts = [PIPELINE_VERSION, kb, ",".join(sorted(tags)), self.app.analyzer.name,
-                 str(self.settings.chunk_size), str(self.settings.chunk_overlap), tokenizer,
-                 self.settings.embedding_model]
+                 str(self.settings.chunk_size), str(self.settings.chunk_overlap)]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
     def build_nodes(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str,
@@ -199,7 +201,7 @@ class Ingestor:
                     self._note(report, item, on_result)
                 else:
                     pending.append(item)
-                    if sum(len(p.record.chunks) for p in pending) >= GROUP_CHUNKS:
+                    if sum(len(p.record.chunks) for p in pending) >= self.settings.ingest_group_chunks:
                         self._flush(pending, embedder, report, on_result)
                         pending = []
                 bar.update(1)
@@ -233,7 +235,7 @@ class Ingestor:
             report.embedding_note = f"No vectors written: {error}"
             return None
         self.app.store.ensure_vector_table(self.settings.embedding_model,
-                                           model.get_sentence_embedding_dimension(),
+                                           embedding_dimension(model),
                                            self.settings.hnsw_m, self.settings.hnsw_ef_construction)
         return model
 
@@ -290,7 +292,7 @@ class Ingestor:
 
         written = 0
         with tqdm(total=total, unit="chunk", desc="Embedding stored chunks", disable=not progress) as bar:
-            for batch in _batches(lambda: store.chunks_awaiting_vectors(GROUP_CHUNKS)):
+            for batch in _batches(lambda: store.chunks_awaiting_vectors(self.settings.ingest_group_chunks)):
                 vectors = self._encode(embedder, [text for _, text in batch])
                 store.write_vectors([(chunk_id, vector) for (chunk_id, _), vector in
                                      zip(batch, vectors, strict=True)])

@@ -249,6 +249,12 @@ def load_embedding(settings: Settings) -> Any:
         str(resolved.path), device=choose_device(settings), local_files_only=True))
 
 
+def embedding_dimension(model: Any) -> int:
+    """The vector size of a SentenceTransformer (the method was renamed in sentence-transformers 6)."""
+    method = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(method())
+
+
 def load_reranker(settings: Settings) -> Any:
     from sentence_transformers import CrossEncoder
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from askany.context import AskAny
+from askany.models import embedding_dimension
 from askany.errors import AskAnyError
 from askany.store import EmbeddingMismatchError, SearchFilter, StoredChunk
 
@@ -151,7 +152,7 @@ class Retriever:
             result.notices.append(f"Vector search unavailable, keyword results only: {self.app.models.error('embedding')}")
             return None
         try:
-            self.app.store.check_vector_model(self.settings.embedding_model, model.get_sentence_embedding_dimension())
+            self.app.store.check_vector_model(self.settings.embedding_model, embedding_dimension(model))
         except EmbeddingMismatchError as error:
             result.notices.append(f"Vector search unavailable: {error}")
             return None
