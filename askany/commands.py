@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from askany.config import get_settings
@@ -60,15 +62,15 @@ def _render_check(status: dict[str, Any]) -> None:
                   f"{db['pgvector']}, {db['chunks']} chunks")
     else:
         out.print(f"[red]✗[/] Database: {db.get('error')}")
-    table = Table("role", "setting", "state", "where", "mode", title="Models")
+    out.print("[bold]Models[/]")
     for role, state in status["models"].items():
         mode = "offline" if state["offline"] else "online allowed"
-        mark = "[green]ready[/]" if state["ok"] else f"[red]missing[/]: {state['problem']}"
         if role == "hanlp" and not state["name"]:
-            mark = "[yellow]not configured[/]: jieba is used"
-        table.add_row(role, f"{state['setting']}={state['name']}", mark,
-                      f"{state['path'] or '-'} ({state['source'] or '-'})", mode)
-    out.print(table)
+            out.print(f"[yellow]-[/] {role}: not configured (HANLP_TOK_MODEL), jieba is used")
+        elif state["ok"]:
+            out.print(f"[green]✓[/] {role}: {state['name']} → {state['path']} ({state['source']}, {mode})")
+        else:
+            out.print(f"[red]✗[/] {role} ({mode}): " + escape(state["problem"]))
     out.print(f"Keyword tokenizer: {status['tokenizer']}; device: {status['device']}")
     out.print("[green]All required components are ready.[/]" if status["ok"]
               else "[red]Something required is missing: see above for the fix.[/]")
@@ -241,14 +243,15 @@ def _render_answer(data: dict[str, Any], already_streamed: bool) -> None:
     for notice in data["notices"]:
         print(f"notice: {notice}", file=sys.stderr)
     if data["sources"]:
-        table = Table("#", "file", "heading", "snippet", "scores", title="Sources", show_lines=False)
-        for source in data["sources"]:
-            mark = "*" if source["number"] in data["citations"] else ""
-            scores = " ".join(f"{stage}={value['score']:.3g}(#{value['rank']})"
-                              for stage, value in source["stages"].items())
-            table.add_row(f"{source['number']}{mark}", source["source"], " > ".join(source["heading_path"]),
-                          source["text"][:80].replace("\n", " "), scores)
-        out.print(table)
+        out.print("[bold]Sources[/] (* = cited)")
+    for source in data["sources"]:
+        mark = "*" if source["number"] in data["citations"] else " "
+        where = " > ".join(source["heading_path"]) or source["title"]
+        scores = ", ".join(f"{stage} {value['score']:.3g} (#{value['rank']})"
+                           for stage, value in source["stages"].items())
+        out.print(f"[{source['number']}]{mark} {Path(source['source']).name} · {where} · {scores}", markup=False)
+        snippet = " ".join(source["text"].split())[:120]
+        out.print(f"     {snippet}", markup=False, style="dim")
     out.print("Time: " + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in data["timings"].items()))
 
 

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("pgserver", "httpx", "urllib3", "jieba", "sentence_transformers", "transformers",
                   "huggingface_hub", "psycopg.pool", "filelock"):

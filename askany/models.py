@@ -241,10 +241,11 @@ def choose_dtype(device: str) -> Any:
 # ---------------------------------------------------------------- loaders
 
 def load_embedding(settings: Settings) -> Any:
-    from sentence_transformers import SentenceTransformer
-
+    # Resolve and check before importing the library: a missing model is reported without a slow import.
     resolved = resolve_model(settings, "embedding")
     check_model_folder("embedding", resolved.path)
+    from sentence_transformers import SentenceTransformer
+
     return _load_guarded("embedding", resolved.path, lambda: SentenceTransformer(
         str(resolved.path), device=choose_device(settings), local_files_only=True))
 
@@ -256,10 +257,10 @@ def embedding_dimension(model: Any) -> int:
 
 
 def load_reranker(settings: Settings) -> Any:
-    from sentence_transformers import CrossEncoder
-
     resolved = resolve_model(settings, "reranker")
     check_model_folder("reranker", resolved.path)
+    from sentence_transformers import CrossEncoder
+
     return _load_guarded("reranker", resolved.path, lambda: CrossEncoder(
         str(resolved.path), device=choose_device(settings), local_files_only=True,
         max_length=settings.rerank_max_length))
@@ -274,10 +275,10 @@ class LoadedLLM:
 
 
 def load_llm(settings: Settings) -> LoadedLLM:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     resolved = resolve_model(settings, "llm")
     check_model_folder("llm", resolved.path)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     device = choose_device(settings)
 
     def load() -> LoadedLLM:
@@ -292,19 +293,19 @@ def load_llm(settings: Settings) -> LoadedLLM:
 
 def load_embedding_tokenizer(settings: Settings) -> Any:
     """Only the embedding model's tokenizer: cheap, used to size chunks in model tokens."""
-    from transformers import AutoTokenizer
-
     resolved = resolve_model(settings, "embedding")
     check_model_folder("embedding", resolved.path)
+    from transformers import AutoTokenizer
+
     return _load_guarded("embedding", resolved.path,
                          lambda: AutoTokenizer.from_pretrained(str(resolved.path), local_files_only=True))
 
 
 def load_hanlp_tokenizer(settings: Settings) -> Any:
-    import hanlp
-
     resolved = resolve_model(settings, "hanlp")
     check_model_folder("hanlp", resolved.path)
+    import hanlp
+
     return _load_guarded("hanlp", resolved.path, lambda: hanlp.load(str(resolved.path)))
 
 
@@ -359,7 +360,7 @@ class ModelRegistry:
                     log.info("Loaded %s model", key)
                 except ModelUnavailableError as error:
                     slot.error = error
-                    log.warning("%s", error)
+                    log.info("%s", error)  # callers report it (notices, --check); no duplicate warning
             if slot.error is not None:
                 raise slot.error
             return slot.value

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from askany.context import AskAny
-from askany.models import embedding_dimension
 from askany.errors import AskAnyError
+from askany.models import embedding_dimension
 from askany.store import EmbeddingMismatchError, SearchFilter, StoredChunk
 
 log = logging.getLogger(__name__)
