@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console

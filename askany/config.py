@@ -83,9 +83,9 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(100, ge=1, le=1000)
     keyword_top_n: int = Field(50, ge=1, le=1000)
     vector_top_n: int = Field(50, ge=1, le=1000)
-    rrf_k: int = Field(60, ge=1)
+    rrf_k: int = Field(2, ge=0)
     keyword_weight: float = Field(1.0, ge=0)
-    vector_weight: float = Field(1.0, ge=0)
+    vector_weight: float = Field(0.3, ge=0)
     top_k: int = Field(5, ge=1, le=100)
     faq_score_threshold: float = Field(0.6, ge=0)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from askany.context import AskAny
 from askany.errors import AskAnyError
+from askany.models import embedding_dimension
 from askany.retrieval import QueryError, Retriever
 from askany.store import SearchFilter
 
@@ -101,6 +102,27 @@ def score_setup(setup: str, ranked_docs: list[list[str]], contexts: list[list[st
     return score
 
 
+def unavailable_reason(app: AskAny, setup: str) -> str:
+    """Why a setup cannot run here (its model is missing or switched off), or "" when it can."""
+    mode, rerank = SETUPS[setup]
+    if mode in ("vector", "hybrid"):
+        if not app.settings.embedding_enabled:
+            return "EMBEDDING_ENABLED is off"
+        model = app.embedding_model()
+        if model is None:
+            return str(app.models.error("embedding"))
+        try:
+            app.store.check_vector_model(app.settings.embedding_model, embedding_dimension(model))
+        except AskAnyError as error:
+            return str(error)
+    if rerank:
+        if not app.settings.reranker_enabled:
+            return "RERANKER_ENABLED is off"
+        if app.models.optional("reranker") is None:
+            return str(app.models.error("reranker"))
+    return ""
+
+
 def evaluate(app: AskAny, queries: list[EvalQuery], kb: str | None = None, setups: list[str] | None = None,
              progress: bool = True) -> list[SetupScore]:
     from tqdm import tqdm
@@ -109,30 +131,21 @@ def evaluate(app: AskAny, queries: list[EvalQuery], kb: str | None = None, setup
     search_filter = SearchFilter(kbs=[kb] if kb else None)
     scores = []
     for setup in setups or list(SETUPS):
+        reason = unavailable_reason(app, setup)
+        if reason:
+            scores.append(SetupScore(setup, unavailable=reason))
+            continue
         mode, rerank = SETUPS[setup]
         started = time.perf_counter()
-        ranked_docs, contexts, unavailable = [], [], ""
+        ranked_docs, contexts = [], []
         for query in tqdm(queries, desc=setup, unit="q", disable=not progress):
             try:
-                result = retriever.retrieve(query.question, mode=mode, top_k=DEPTH, rerank=rerank,
-                                            search_filter=search_filter)
-            except QueryError as error:
-                if mode == "vector":
-                    unavailable = str(error)
-                    break
-                result = None
-            if rerank and result is not None and not result.reranked:
-                unavailable = result.notices[-1] if result.notices else "reranker unavailable"
-                break
-            if mode == "hybrid" and result is not None and any("Vector search" in n for n in result.notices):
-                unavailable = next(n for n in result.notices if "Vector search" in n)
-                break
-            hits = result.hits if result else []
+                hits = retriever.retrieve(query.question, mode=mode, top_k=DEPTH, rerank=rerank,
+                                          search_filter=search_filter).hits
+            except QueryError:  # an empty or unsearchable question counts as a miss
+                hits = []
             ranked_docs.append(document_ranking([hit.chunk.source for hit in hits]))
             contexts.append([hit.chunk.text for hit in hits[:5]])
-        if unavailable:
-            scores.append(SetupScore(setup, unavailable=unavailable))
-            continue
         score = score_setup(setup, ranked_docs, contexts, queries)
         score.seconds = round(time.perf_counter() - started, 2)
         scores.append(score)

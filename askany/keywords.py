@@ -68,7 +68,7 @@ class HanLPSegmenter:
         if user_dict is not None:
             words = _read_user_dict(user_dict)
             if words:
-                self._tok.dict_combine = set(words)
+                self._tok.dict_force = set(words)  # user words always win, as in jieba
 
     def segment(self, texts: list[str]) -> list[list[str]]:
         pieces = [piece for piece in texts if piece.strip()]

@@ -306,7 +306,10 @@ def load_hanlp_tokenizer(settings: Settings) -> Any:
     check_model_folder("hanlp", resolved.path)
     import hanlp
 
-    return _load_guarded("hanlp", resolved.path, lambda: hanlp.load(str(resolved.path)))
+    # A downloaded tokenizer carries its transformer in ./transformer: point HanLP there, so the folder can move.
+    local_transformer = resolved.path / "transformer"
+    extra = {"transformer": str(local_transformer)} if local_transformer.is_dir() else {}
+    return _load_guarded("hanlp", resolved.path, lambda: hanlp.load(str(resolved.path), **extra))
 
 
 def _load_guarded(role: str, folder: Path, load: Any) -> Any:

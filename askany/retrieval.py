@@ -24,6 +24,7 @@ Mode = Literal["hybrid", "vector", "keyword"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "keyword")
 MAX_QUERY_CHARS = 2000  # longer questions are cut: beyond this they only slow every stage down
 MAX_QUERY_TERMS = 256
+EMBEDDING_CACHE_SIZE = 256
 TAG_PATTERN = re.compile(r"(?:^|(?<=\s))@([^\s@]+)")
 
 
@@ -82,6 +83,7 @@ class Retriever:
     def __init__(self, app: AskAny):
         self.app = app
         self.settings = app.settings
+        self._embeddings: dict[str, object] = {}
 
     def check_filters(self, kbs: list[str] | None, tags: list[str] | None) -> None:
         """A knowledge base or tag nobody has gets a clear message, not an empty result."""
@@ -157,14 +159,22 @@ class Retriever:
             result.notices.append(f"Vector search unavailable: {error}")
             return None
         started = time.perf_counter()
-        embedding = model.encode([query], normalize_embeddings=True, convert_to_numpy=True,
-                                 show_progress_bar=False)[0]
+        embedding = self._embed(model, query)
         result.timings["embed"] = time.perf_counter() - started
         started = time.perf_counter()
         ranked = self.app.store.vector_search(embedding, self.settings.vector_top_n, self.settings.hnsw_ef_search,
                                               search_filter)
         result.timings["vector"] = time.perf_counter() - started
         return ranked
+
+    def _embed(self, model: object, query: str) -> object:
+        """Query vectors are cached: evaluation and AUTO routing search the same question several times."""
+        if query not in self._embeddings:
+            if len(self._embeddings) >= EMBEDDING_CACHE_SIZE:
+                self._embeddings.pop(next(iter(self._embeddings)))
+            self._embeddings[query] = model.encode([query], normalize_embeddings=True, convert_to_numpy=True,
+                                                   show_progress_bar=False)[0]
+        return self._embeddings[query]
 
     def _rerank(self, query: str, hits: list[Hit], result: RetrievalResult) -> list[Hit]:
         if not self.settings.reranker_enabled:
