@@ -1,4 +1,4 @@
-"""CLI handlers for model management: call `askany.model_manager`, print a table (or JSON with --json).
+"""CLI handlers for model management: call the `askany.model_*` modules, print a table (or JSON with --json).
 
 Expected argparse attributes: `download_models` (list of roles, empty = all),
 `source` ("hf" or "modelscope"), `endpoint`, `models_dir` (Path or None),
@@ -19,17 +19,12 @@ from rich.table import Table
 
 from askany.commands import emit, out
 from askany.config import Settings, env_file_path, get_settings
-from askany.model_manager import (
-    DownloadResult,
-    download_models,
-    env_lines,
-    export_models,
-    human_size,
-    import_hf_cache,
-    import_models,
-    verify_models,
-    write_env,
-)
+from askany.model_bundle import export_models, import_models
+from askany.model_download import download_models
+from askany.model_env import env_lines, write_env
+from askany.model_files import DownloadResult, human_size
+from askany.model_hf_cache import import_hf_cache
+from askany.model_verify import verify_models
 
 
 def _progress(args: argparse.Namespace) -> bool:

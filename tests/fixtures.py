@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -55,9 +57,20 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
 
 
 @pytest.fixture(scope="session")
-def pg_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One embedded PostgreSQL data folder for the whole session (it starts in about a second)."""
-    return tmp_path_factory.mktemp("askany-data")
+def pg_data_dir() -> Iterator[Path]:
+    """One embedded PostgreSQL data folder for the whole session (it starts in about a second).
+
+    It lives outside pytest's numbered temp folders: a concurrent pytest run prunes old ones,
+    which would pull the data folder from under the running server.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="askany-test-data-"))
+    yield folder
+    pgdata = folder / "pgdata"
+    if (pgdata / "PG_VERSION").exists():
+        import pgserver
+
+        pgserver.get_server(pgdata).cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -91,3 +104,29 @@ def empty_db(make_app: Callable[..., AskAny]) -> None:
     with app.db.connection() as conn:
         conn.execute("TRUNCATE documents, chunks, chunk_terms CASCADE")
     app.store.drop_vectors()
+
+
+@pytest.fixture
+def run_cli(pg_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run `python -m askany.main ARGS` in-process with settings from environment variables."""
+    from askany.config import get_settings
+    from askany.main import main
+
+    def run(*args: str, **env: str) -> tuple[int, str, str]:
+        values = {"DATA_DIR": str(pg_data_dir), "MODELS_DIR": str(tmp_path / "models"),
+                  "EMBEDDING_MODEL": str(tmp_path / "no-embedding-model"),
+                  "RERANKER_MODEL": str(tmp_path / "no-reranker-model"), "LLM_BACKEND": "none"}
+        values.update(env)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        capsys.readouterr()
+        try:
+            status = main(list(args))
+        finally:
+            get_settings.cache_clear()
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return run

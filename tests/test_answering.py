@@ -7,17 +7,15 @@ token budgets, fallbacks), never the content of generated answers.
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from openai_standin import StandInServer, delta
 
 from askany.answering import (
     LOW_CONFIDENCE_LABEL,
@@ -262,47 +260,6 @@ def test_fit_passages_never_exceeds_budget(tiny_generator: TransformersGenerator
 
 
 # --------------------------------------------------------------------------- OpenAI-compatible backend
-
-
-class StandInServer:
-    """An OpenAI-compatible chat server on 127.0.0.1 that replays scripted SSE chunks."""
-
-    def __init__(self, chunks: list[dict[str, Any]], status: int = 200):
-        self.chunks, self.status = chunks, status
-        self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append((self.path, dict(self.headers), body))
-                self.send_response(server.status)
-                if server.status != 200:
-                    self.send_header("Content-Type", "application/json")
-                    self.end_headers()
-                    self.wfile.write(b'{"error": {"message": "invalid api key"}}')
-                    return
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                for chunk in server.chunks:
-                    self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
-                    self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def delta(**fields: str) -> dict[str, Any]:
-    return {"choices": [{"index": 0, "delta": fields}]}
 
 
 def test_openai_backend_streams_reasoning_and_content(tiny_llm_dir: Path) -> None:

@@ -25,7 +25,7 @@ import huggingface_hub.constants as hub_constants
 import pytest
 from fake_hub import FakeHub
 
-from askany import model_commands, models
+from askany import model_commands, model_retry, models
 from askany import model_manager as mm
 from askany.config import Settings, get_settings, load_settings
 
@@ -76,7 +76,7 @@ def online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(mm, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(model_retry, "BACKOFF_SECONDS", 0.01)
 
 
 def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,7 +173,7 @@ def test_cut_off_file_resumes_with_a_range_request(hub: FakeHub, settings: Setti
 
 def test_a_failed_run_is_resumed_by_the_next(hub: FakeHub, settings: Settings,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mm, "ATTEMPTS", 2)
+    monkeypatch.setattr(model_retry, "ATTEMPTS", 2)
     hub.fail("model.safetensors", status=503, times=10, method="GET")
     commit = hub.repos[REPOS["embedding"]].commit
 
@@ -214,7 +214,7 @@ def test_hanlp_download_resumes_and_loads_offline(hub: FakeHub, settings: Settin
 
 def test_hanlp_partial_archive_is_kept_for_the_next_run(hub: FakeHub, settings: Settings,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mm, "ATTEMPTS", 1)
+    monkeypatch.setattr(model_retry, "ATTEMPTS", 1)
     hub.cut_off(TOK_ZIP)
     with pytest.raises(mm.HubUnreachableError, match="run the same command again to resume"):
         mm.download_models(settings, ["hanlp"], progress=False)
@@ -315,7 +315,7 @@ def test_bad_input_changes_nothing(hub: FakeHub, settings: Settings, monkeypatch
 
 def test_unreachable_endpoint_fails_in_seconds(online: None, settings: Settings,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mm, "BACKOFF_SECONDS", 0.5)  # the real backoff
+    monkeypatch.setattr(model_retry, "BACKOFF_SECONDS", 0.5)  # the real backoff
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
