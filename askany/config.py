@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     user_dict: Path | None = None
     hub_timeout_seconds: float = Field(5.0, gt=0)
+    hf_hub_offline: bool = False
 
     embedding_enabled: bool = True
     embedding_batch_size: int = Field(16, ge=1)

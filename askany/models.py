@@ -61,7 +61,7 @@ def role_local_only(settings: Settings, role: str) -> bool:
            "reranker": settings.reranker_local_files_only,
            "llm": settings.llm_local_files_only,
            "hanlp": True}[role]
-    return own or hub_offline()
+    return own or settings.hf_hub_offline or hub_offline()
 
 
 # ---------------------------------------------------------------- folder checks
@@ -176,7 +176,7 @@ def resolve_model(settings: Settings, role: str) -> ResolvedModel:
     if cached is not None:
         return ResolvedModel(role, name, cached, "hf cache", True)
     if offline:
-        why = "offline mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE)" if hub_offline() \
+        why = "offline mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE)" if hub_offline() or settings.hf_hub_offline \
             else f"{setting.replace('_MODEL', '')}_LOCAL_FILES_ONLY is set"
         raise ModelUnavailableError(
             role, f"The {role} model {name} is not in {settings.models_dir} or the Hugging Face cache and "
