@@ -189,3 +189,23 @@ def test_corrupt_modules_json_is_reported(make_settings, tiny_embedding_dir, tmp
                                                       "type": "no.such.Module"}]))
     with pytest.raises(ModelUnavailableError, match="could not be loaded"):
         ModelRegistry(make_settings(embedding_model=str(folder))).embedding()
+
+
+def test_the_network_guard_catches_outside_connections(loopback_only) -> None:
+    """Every test runs under this guard, so a passing suite proves nothing left the machine."""
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError, match="not loopback"):
+        sock.connect(("203.0.113.7", 443))
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo("huggingface.co", 443)
+    assert loopback_only == [("203.0.113.7", 443), "huggingface.co"]
+    loopback_only.clear()  # caught on purpose here
+
+
+def test_loading_every_role_offline_touches_no_network(make_settings, tiny_embedding_dir, tiny_reranker_dir,
+                                                       tiny_llm_dir, tiny_hanlp_dir, loopback_only) -> None:
+    settings = make_settings(embedding_model=str(tiny_embedding_dir), reranker_model=str(tiny_reranker_dir),
+                             llm_model=str(tiny_llm_dir), hanlp_tok_model=str(tiny_hanlp_dir))
+    registry = ModelRegistry(settings)
+    for role in ("embedding", "reranker", "llm", "hanlp", "embedding_tokenizer"):
+        assert registry.get(role) is not None
+    assert loopback_only == []
