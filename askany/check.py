@@ -9,8 +9,12 @@ from askany.config import Settings, env_file_path, setting_sources
 from askany.errors import AskAnyError
 from askany.models import ROLES, choose_device, role_status
 
-# Roles whose absence makes AskAny unable to do its main job; the others degrade gracefully.
-REQUIRED = {"database"}
+
+def required_roles(settings: Settings) -> list[str]:
+    """The model roles the settings ask for: missing one makes `--check` fail (the rest degrade quietly)."""
+    wanted = {"embedding": settings.embedding_enabled, "reranker": settings.reranker_enabled,
+              "llm": settings.llm_backend == "transformers", "hanlp": bool(settings.hanlp_tok_model)}
+    return [role for role, needed in wanted.items() if needed]
 
 
 def collect_status(settings: Settings, db_probe: bool = True) -> dict[str, Any]:
@@ -32,7 +36,9 @@ def collect_status(settings: Settings, db_probe: bool = True) -> dict[str, Any]:
         status["device"] = choose_device(settings)
     except AskAnyError as error:
         status["device"] = f"error: {error}"
-    status["ok"] = bool(status["database"].get("ok", True)) and "error" not in str(status["device"])
+    status["missing_required"] = [role for role in required_roles(settings) if not status["models"][role]["ok"]]
+    status["ok"] = (bool(status["database"].get("ok", True)) and "error" not in str(status["device"])
+                    and not status["missing_required"])
     return status
 
 

@@ -130,6 +130,7 @@ def evaluate(app: AskAny, queries: list[EvalQuery], kb: str | None = None, setup
     retriever = Retriever(app)
     search_filter = SearchFilter(kbs=[kb] if kb else None)
     scores = []
+    primed = False
     for setup in setups or list(SETUPS):
         reason = unavailable_reason(app, setup)
         if reason:
@@ -137,6 +138,9 @@ def evaluate(app: AskAny, queries: list[EvalQuery], kb: str | None = None, setup
             continue
         mode, rerank = SETUPS[setup]
         started = time.perf_counter()
+        if mode != "keyword" and not primed:
+            retriever.prime_query_embeddings([query.question for query in queries])
+            primed = True
         ranked_docs, contexts = [], []
         for query in tqdm(queries, desc=setup, unit="q", disable=not progress):
             try:

@@ -375,6 +375,10 @@ class ModelRegistry:
         except ModelUnavailableError:
             return None
 
+    def loaded(self, key: str) -> bool:
+        """Whether the model for `key` is already in memory (never triggers a load)."""
+        return self._slots[key].value is not None
+
     def error(self, key: str) -> ModelUnavailableError | None:
         return self._slots[key].error
 
