@@ -18,6 +18,7 @@ starts). Results: stdout (table) and bench/results/query.json.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -244,6 +245,7 @@ def main() -> None:
                       "mean": sum(r[name] for r in rows) / len(rows)} for name in names}
     share = [r["outside_share"] for r in rows]
     mean_of = lambda key: sum(q[key] for q in records) / len(records)  # noqa: E731
+    machine = {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
     result = {
         "machine": machine,
         "models": {"embedding": str(embedding), "reranker": str(reranker), "llm": str(llm) if llm else None},
@@ -290,7 +292,7 @@ LABELS = {
 def print_report(r: dict[str, Any]) -> None:
     m, s = r["machine"], r["settings"]
     print(f"\nQuery benchmark  {m['date']}  {m['cpu']}  {m['cores']} cores, torch threads {m['torch_threads']}, "
-          f"load avg at start {m['load_average_at_start'][0]}")
+          f"load avg {m['load_average_at_start'][0]} at start, {m['load_average_at_end'][0]} at end")
     for role, path in r["models"].items():
         print(f"  {role}: {path}")
     print(f"{r['files']} files, {r['chunks']} chunks; {r['questions']} questions; "
