@@ -77,12 +77,15 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(48, ge=0)
     max_file_size_mb: float = Field(50.0, gt=0)
     ingest_group_chunks: int = Field(256, ge=1)
+    ingest_workers: int = Field(-1, ge=-1, le=64)
     hnsw_m: int = Field(16, ge=2, le=100)
     hnsw_ef_construction: int = Field(64, ge=4, le=1000)
 
     # --- retrieval ---
     hnsw_ef_search: int = Field(100, ge=1, le=1000)
     keyword_top_n: int = Field(50, ge=1, le=1000)
+    bm25_k1: float = Field(1.2, ge=0, le=10)
+    bm25_b: float = Field(0.75, ge=0, le=1)
     vector_top_n: int = Field(50, ge=1, le=1000)
     rrf_k: int = Field(2, ge=0)
     keyword_weight: float = Field(1.0, ge=0)

@@ -27,7 +27,8 @@ class AskAny:
 
     @cached_property
     def store(self) -> ChunkStore:
-        return ChunkStore(self.db)
+        return ChunkStore(self.db, analyze=lambda texts: self.analyzer.bags(texts),
+                          k1=self.settings.bm25_k1, b=self.settings.bm25_b)
 
     @property
     def analyzer(self) -> KeywordAnalyzer:

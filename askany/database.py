@@ -23,7 +23,7 @@ from askany.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates the schema from version (index) to version (index + 1).
 MIGRATIONS: list[str] = [
@@ -65,6 +65,54 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (term, chunk_id)
     );
     CREATE INDEX IF NOT EXISTS chunk_terms_chunk ON chunk_terms (chunk_id);
+    """,
+    # 2: the segmented keyword index (askany/keyword_index.py) replaces one row per (term, chunk).
+    """
+    DROP TABLE IF EXISTS chunk_terms;
+    CREATE TABLE IF NOT EXISTS keyword_partitions (
+        id      serial PRIMARY KEY,
+        kb      text NOT NULL,
+        is_faq  boolean NOT NULL,
+        UNIQUE (kb, is_faq)
+    );
+    CREATE TABLE IF NOT EXISTS keyword_segments (
+        id         bigserial PRIMARY KEY,
+        part       integer NOT NULL REFERENCES keyword_partitions(id),
+        docs       integer NOT NULL,
+        chunk_ids  bytea NOT NULL,
+        lengths    bytea NOT NULL,
+        buckets    integer NOT NULL,
+        frequent   bytea NOT NULL,
+        postings   bigint NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS keyword_segments_part ON keyword_segments (part);
+    CREATE TABLE IF NOT EXISTS keyword_postings (
+        segment   bigint NOT NULL,
+        bucket    integer NOT NULL,
+        names     bytea NOT NULL,
+        counts    bytea NOT NULL,
+        postings  bytea NOT NULL,
+        PRIMARY KEY (segment, bucket)
+    );
+    CREATE TABLE IF NOT EXISTS keyword_deleted (
+        part      integer NOT NULL,
+        chunk_id  bigint NOT NULL,
+        PRIMARY KEY (part, chunk_id)
+    );
+    -- Every way a chunk disappears (replace, --sync, delete, cascades) leaves a tombstone, in the
+    -- same transaction, so no query can return it again.
+    CREATE OR REPLACE FUNCTION keyword_tombstones() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO keyword_deleted (part, chunk_id)
+        SELECT p.id, gone.id FROM gone JOIN keyword_partitions p ON p.kb = gone.kb AND p.is_faq = gone.is_faq
+        ON CONFLICT DO NOTHING;
+        RETURN NULL;
+    END $$;
+    DROP TRIGGER IF EXISTS chunks_keyword_tombstones ON chunks;
+    CREATE TRIGGER chunks_keyword_tombstones AFTER DELETE ON chunks REFERENCING OLD TABLE AS gone
+        FOR EACH STATEMENT EXECUTE FUNCTION keyword_tombstones();
+    INSERT INTO askany_meta SELECT 'keyword_index_rebuild', 'the database was upgraded to the segmented keyword index'
+        WHERE EXISTS (SELECT 1 FROM chunks);
     """,
 ]
 

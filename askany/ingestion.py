@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Status = Literal["new", "changed", "unchanged", "failed", "skipped", "removed"]
 PIPELINE_VERSION = "1"
+KEYWORD_ONLY_GROUP_CHUNKS = 4096
 
 
 @dataclass
@@ -50,7 +51,10 @@ class IngestReport:
     vectors_written: int = 0
     awaiting_vectors: int = 0
     embedding_note: str = ""
+    notices: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    failed_count: int = 0
 
     def count(self, status: Status) -> int:
         return sum(1 for result in self.results if result.status == status)
@@ -68,6 +72,17 @@ class IngestReport:
 class _Pending:
     result: FileResult
     record: DocumentRecord
+
+
+@dataclass
+class ParseTask:
+    """A file whose bytes or settings changed since it was stored: to be parsed, chunked and analyzed."""
+
+    path: Path
+    source: str
+    data: bytes
+    content_hash: str
+    stored: bool
 
 
 def discover(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
@@ -145,20 +160,21 @@ class Ingestor:
                                         self.settings.chunk_overlap):
                 pieces.append((chunk.text, list(chunk.heading_path), {}, tags, False))
         nodes = []
+        source_info = document.as_related_node_info()  # one for all the document's nodes
         for position, (text, heading_path, extra, node_tags, is_faq) in enumerate(pieces):
             node = TextNode(
                 id_=node_id_for(kb, source, content_hash, position), text=text,
                 metadata={"source": source, "title": loaded.title, "heading_path": heading_path,
                           "position": position, "kb": kb, "tags": node_tags, "doc_hash": content_hash,
                           "is_faq": is_faq, **extra})
-            node.relationships[NodeRelationship.SOURCE] = document.as_related_node_info()
+            node.relationships[NodeRelationship.SOURCE] = source_info
             nodes.append(node)
         return document, nodes
 
     def _record(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str, fingerprint: str,
                 source: str) -> DocumentRecord:
         _, nodes = self.build_nodes(loaded, kb, tags, content_hash, source)
-        terms = self.app.analyzer.terms_many([node.text for node in nodes])
+        terms = self.app.analyzer.bags([node.text for node in nodes])
         chunks = [ChunkRecord(
             node_id=node.node_id, position=node.metadata["position"], text=node.text,
             heading_path=node.metadata["heading_path"], tags=node.metadata["tags"],
@@ -183,29 +199,40 @@ class Ingestor:
         for result in missing:
             self._note(report, result, on_result)
 
-        embedder = self._embedder(report)
         store = self.app.store
+        repaired = store.ensure_keyword_index()
+        if repaired:
+            report.notices.append(repaired)
+        embedder = self._embedder(report)
         states = store.document_states(kb)
         fingerprint = self.fingerprint(kb, tags)
         max_bytes = int(self.settings.max_file_size_mb * 1024 * 1024)
         pending: list[_Pending] = []
+        pending_chunks = 0
+        # A transaction per group: with vectors, a crash loses at most a group of model work; without
+        # them a group costs milliseconds, and bigger groups mean fewer keyword segments to merge.
+        group = self.settings.ingest_group_chunks if embedder is not None else max(
+            self.settings.ingest_group_chunks, KEYWORD_ONLY_GROUP_CHUNKS)
 
         from tqdm import tqdm
 
+        from askany.ingest_workers import parse_all
+
+        examined = (self._examine(path, fingerprint, max_bytes, states.get(str(path))) for path in files)
         with tqdm(total=len(files), unit="file", desc=f"Ingesting into {kb}", disable=not progress,
                   dynamic_ncols=True) as bar:
-            for path in files:
-                source = str(path)
-                item = self._prepare(path, source, kb, tags, fingerprint, max_bytes, states.get(source))
+            for item in parse_all(self, examined, kb, tags, fingerprint):
                 if isinstance(item, FileResult):
                     self._note(report, item, on_result)
                 else:
                     pending.append(item)
-                    if sum(len(p.record.chunks) for p in pending) >= self.settings.ingest_group_chunks:
+                    pending_chunks += len(item.record.chunks)
+                    if pending_chunks >= group:
                         self._flush(pending, embedder, report, on_result)
-                        pending = []
+                        pending, pending_chunks = [], 0
                 bar.update(1)
-                bar.set_postfix(chunks=report.chunks_written, failed=report.count("failed"))
+                if progress:  # counted as it goes: recounting the results per file is quadratic
+                    bar.set_postfix(chunks=report.chunks_written, failed=report.failed_count, refresh=False)
             self._flush(pending, embedder, report, on_result)
 
         if embedder is not None:
@@ -220,6 +247,7 @@ class Ingestor:
               on_result: Callable[[FileResult], None] | None) -> None:
         if result.status == "failed":
             log.warning("Skipped %s: %s", result.path, result.reason)
+            report.failed_count += 1
         report.results.append(result)
         if on_result is not None:
             on_result(result)
@@ -239,8 +267,10 @@ class Ingestor:
                                            self.settings.hnsw_m, self.settings.hnsw_ef_construction)
         return model
 
-    def _prepare(self, path: Path, source: str, kb: str, tags: list[str], fingerprint: str, max_bytes: int,
-                 stored: tuple[str, str] | None) -> FileResult | _Pending:
+    def _examine(self, path: Path, fingerprint: str, max_bytes: int,
+                 stored: tuple[str, str] | None) -> FileResult | ParseTask:
+        """Read a file and compare it with what is stored: a result (unchanged, skipped, failed) or a task."""
+        source = str(path)
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             return FileResult(source, "skipped", reason=f"unsupported extension {path.suffix or '(none)'}")
         try:
@@ -254,15 +284,19 @@ class Ingestor:
         content_hash = file_hash(data)
         if stored == (content_hash, fingerprint):
             return FileResult(source, "unchanged")
+        return ParseTask(path, source, data, content_hash, stored is not None)
+
+    def parse(self, task: ParseTask, kb: str, tags: list[str], fingerprint: str) -> FileResult | _Pending:
+        """A file's document record with its chunks and terms (here or in a worker process)."""
         try:
-            loaded = load_file(path, max_bytes)
+            loaded = load_file(task.path, int(self.settings.max_file_size_mb * 1024 * 1024), task.data)
         except FileSkipped as error:
-            return FileResult(source, "failed", reason=error.reason)
-        record = self._record(loaded, kb, tags, content_hash, fingerprint, source)
+            return FileResult(task.source, "failed", reason=error.reason)
+        record = self._record(loaded, kb, tags, task.content_hash, fingerprint, task.source)
         if not record.chunks:
-            return FileResult(source, "failed", reason="no text to index")
-        status: Status = "new" if stored is None else "changed"
-        return _Pending(FileResult(source, status, chunks=len(record.chunks)), record)
+            return FileResult(task.source, "failed", reason="no text to index")
+        status: Status = "changed" if task.stored else "new"
+        return _Pending(FileResult(task.source, status, chunks=len(record.chunks)), record)
 
     def _flush(self, pending: list[_Pending], embedder: Any | None, report: IngestReport,
                on_result: Callable[[FileResult], None] | None) -> None:

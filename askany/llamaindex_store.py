@@ -71,7 +71,7 @@ class AskAnyVectorStore(BasePydanticVectorStore):
         for doc_id, doc_nodes in by_document.items():
             first = doc_nodes[0].metadata
             texts = [node.get_content() for node in doc_nodes]
-            terms = self._app.analyzer.terms_many(texts)
+            terms = self._app.analyzer.bags(texts)
             if any(node.embedding is not None for node in doc_nodes):
                 dim = len(next(node.embedding for node in doc_nodes if node.embedding is not None))
                 self._app.store.ensure_vector_table(settings.embedding_model, dim, settings.hnsw_m,

@@ -65,20 +65,24 @@ class LoadedFile:
 # --------------------------------------------------------------------------- entry point
 
 
-def load_file(path: Path, max_bytes: int) -> LoadedFile:
-    """Read and parse ``path``; raise ``FileSkipped`` for anything that cannot be indexed."""
+def load_file(path: Path, max_bytes: int, data: bytes | None = None) -> LoadedFile:
+    """Read (unless its bytes are given) and parse ``path``; raise ``FileSkipped`` for anything that
+    cannot be indexed."""
     path = Path(path)
     try:
-        return _load(path, max_bytes)
+        return _load(path, max_bytes, data)
     except FileSkipped as skipped:
         if skipped.path is None:
             raise FileSkipped(skipped.reason, path) from skipped
         raise
 
 
-def _load(path: Path, max_bytes: int) -> LoadedFile:
+def _load(path: Path, max_bytes: int, data: bytes | None) -> LoadedFile:
     suffix = path.suffix.lower()
-    data = _read_bytes(path, max_bytes, suffix)
+    if data is None:
+        data = _read_bytes(path, max_bytes, suffix)
+    elif not data:
+        raise FileSkipped("empty file")
     if suffix in FAQ_SUFFIXES:
         text, encoding = decode_text(data)
         if not text.strip():

@@ -15,6 +15,7 @@ from typing import Literal
 
 from askany.context import AskAny
 from askany.errors import AskAnyError
+from askany.keyword_index import KeywordIndexCorrupt
 from askany.models import embedding_dimension
 from askany.store import EmbeddingMismatchError, SearchFilter, StoredChunk
 
@@ -138,9 +139,18 @@ class Retriever:
     # ------------------------------------------------------------ stages
     def _keyword(self, query: str, search_filter: SearchFilter | None,
                  result: RetrievalResult) -> list[tuple[int, float]]:
+        store = self.app.store
+        notice = store.ensure_keyword_index()
         started = time.perf_counter()
         terms = list(dict.fromkeys(self.app.analyzer.terms(query)))[:MAX_QUERY_TERMS]
-        ranked = self.app.store.keyword_search(terms, self.settings.keyword_top_n, search_filter)
+        try:
+            ranked = store.keyword_search(terms, self.settings.keyword_top_n, search_filter)
+        except KeywordIndexCorrupt as error:
+            log.warning("%s: rebuilding the keyword index", error)
+            notice = store.repair_keyword_index(str(error))
+            ranked = store.keyword_search(terms, self.settings.keyword_top_n, search_filter)
+        if notice:
+            result.notices.append(notice)
         result.timings["keyword"] = time.perf_counter() - started
         return ranked
 

@@ -10,7 +10,7 @@ model's dimension; a chunk without a row there is waiting for its vector.
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,9 @@ import psycopg
 
 from askany.database import Database
 from askany.errors import AskAnyError
+from askany.keyword_index import IndexedChunk, KeywordIndex, KeywordIndexCorrupt
+from askany.keywords import TermBag
 
-BM25_K1 = 1.2
-BM25_B = 0.75
 REEMBED_COMMAND = "python -m askany.main --reembed"
 
 
@@ -38,7 +38,7 @@ class ChunkRecord:
     heading_path: list[str]
     tags: list[str]
     is_faq: bool
-    terms: list[str]
+    terms: TermBag
     metadata: dict[str, Any] = field(default_factory=dict)
     embedding: np.ndarray | None = None
 
@@ -98,9 +98,20 @@ def embedding_identity(model_name: str) -> str:
     return Path(model_name.rstrip("/")).name
 
 
+Analyze = Callable[[list[str]], list[TermBag]]
+
+
 class ChunkStore:
-    def __init__(self, db: Database):
+    """Documents and chunks in Postgres, with their keyword index and vectors.
+
+    `analyze` turns chunk texts into keyword terms; it is needed only when the keyword index
+    has to be re-derived from the stored chunks (after an upgrade or damage).
+    """
+
+    def __init__(self, db: Database, analyze: Analyze | None = None, k1: float = 1.2, b: float = 0.75):
         self.db = db
+        self.keywords = KeywordIndex(db, k1=k1, b=b)
+        self._analyze = analyze
 
     # ------------------------------------------------------------ metadata
     def get_meta(self, key: str) -> str | None:
@@ -194,46 +205,53 @@ class ChunkStore:
         return {source: (content_hash, fingerprint) for source, content_hash, fingerprint in rows}
 
     def replace_documents(self, documents: list[DocumentRecord]) -> int:
-        """Atomically replace these documents (chunks, terms, vectors) in one transaction; returns chunks written."""
-        written = 0
+        """Atomically replace these documents (chunks, keyword index, vectors) in one transaction.
+
+        Returns the chunks written. Small keyword segments are merged afterwards, in their own
+        transaction, so a crash there loses nothing. A handful of statements per call, whatever
+        the number of documents: round trips, not rows, are what costs here.
+        """
+        if not documents:
+            return 0
+        chunks = [(doc, chunk) for doc in documents for chunk in doc.chunks]
         with self.db.connection() as conn:
             has_vectors = self._has_vector_table(conn)
-            for document in documents:
-                written += self._replace_one(conn, document, has_vectors)
-        return written
+            conn.execute("DELETE FROM documents d USING unnest(%s::text[], %s::text[]) AS gone(kb, source) "
+                         "WHERE d.kb = gone.kb AND d.source = gone.source",
+                         ([doc.kb for doc in documents], [doc.source for doc in documents]))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO documents (kb, source, title, kind, content_hash, fingerprint, tags, encoding, "
+                    "chunk_count) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                    [(doc.kb, doc.source, doc.title, doc.kind, doc.content_hash, doc.fingerprint, doc.tags,
+                      doc.encoding, len(doc.chunks)) for doc in documents], returning=True)
+                doc_ids = []
+                while True:
+                    doc_ids.append(cur.fetchone()[0])
+                    if not cur.nextset():
+                        break
+            document_id = {id(doc): doc_id for doc, doc_id in zip(documents, doc_ids, strict=True)}
+            ids = [row[0] for row in conn.execute(
+                "SELECT nextval(pg_get_serial_sequence('chunks', 'id')) FROM generate_series(1, %s)", (len(chunks),))]
+            with conn.cursor() as cur:
+                with cur.copy("COPY chunks (id, node_id, document_id, kb, position, text, heading_path, tags, is_faq, "
+                              "term_count, metadata) FROM STDIN") as copy:
+                    for chunk_id, (doc, chunk) in zip(ids, chunks, strict=True):
+                        copy.write_row((chunk_id, chunk.node_id, document_id[id(doc)], doc.kb, chunk.position,
+                                        chunk.text, chunk.heading_path, chunk.tags, chunk.is_faq, chunk.terms.total,
+                                        json.dumps(chunk.metadata, ensure_ascii=False)))
+                vectors = [(chunk_id, chunk.embedding) for chunk_id, (_, chunk) in zip(ids, chunks, strict=True)
+                           if chunk.embedding is not None]
+                if vectors and has_vectors:
+                    cur.executemany("INSERT INTO chunk_vectors (chunk_id, embedding) VALUES (%s, %s)", vectors)
+            parts = self.keywords.add(conn, [IndexedChunk(chunk_id, doc.kb, chunk.is_faq, chunk.terms, chunk.tags)
+                                             for chunk_id, (doc, chunk) in zip(ids, chunks, strict=True)])
+        self.keywords.maybe_merge(parts)
+        return len(chunks)
 
     @staticmethod
     def _has_vector_table(conn: psycopg.Connection) -> bool:
         return conn.execute("SELECT to_regclass('chunk_vectors') IS NOT NULL").fetchone()[0]
-
-    @staticmethod
-    def _replace_one(conn: psycopg.Connection, doc: DocumentRecord, has_vectors: bool) -> int:
-        conn.execute("DELETE FROM documents WHERE kb = %s AND source = %s", (doc.kb, doc.source))
-        doc_id = conn.execute(
-            "INSERT INTO documents (kb, source, title, kind, content_hash, fingerprint, tags, encoding, chunk_count)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (doc.kb, doc.source, doc.title, doc.kind, doc.content_hash, doc.fingerprint, doc.tags,
-             doc.encoding, len(doc.chunks))).fetchone()[0]
-        if not doc.chunks:
-            return 0
-        with conn.cursor() as cur:
-            ids = []
-            for chunk in doc.chunks:
-                cur.execute(
-                    "INSERT INTO chunks (node_id, document_id, kb, position, text, heading_path, tags, is_faq,"
-                    " term_count, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                    (chunk.node_id, doc_id, doc.kb, chunk.position, chunk.text, chunk.heading_path,
-                     chunk.tags, chunk.is_faq, len(chunk.terms), json.dumps(chunk.metadata, ensure_ascii=False)))
-                ids.append(cur.fetchone()[0])
-            with cur.copy("COPY chunk_terms (term, chunk_id, tf) FROM STDIN") as copy:
-                for chunk_id, chunk in zip(ids, doc.chunks, strict=True):
-                    for term, tf in Counter(chunk.terms).items():
-                        copy.write_row((term, chunk_id, tf))
-            vectors = [(chunk_id, chunk.embedding) for chunk_id, chunk in zip(ids, doc.chunks, strict=True)
-                       if chunk.embedding is not None]
-            if vectors and has_vectors:
-                cur.executemany("INSERT INTO chunk_vectors (chunk_id, embedding) VALUES (%s, %s)", vectors)
-        return len(doc.chunks)
 
     def delete_document(self, kb: str, source: str) -> bool:
         with self.db.connection() as conn:
@@ -281,26 +299,26 @@ class ChunkStore:
     # ------------------------------------------------------------ search
     def keyword_search(self, terms: list[str], limit: int,
                        search_filter: SearchFilter | None = None) -> list[tuple[int, float]]:
-        """BM25 over the stored terms, computed in SQL: (chunk id, score), best first."""
-        if not terms:
-            return []
-        where, params = (search_filter or SearchFilter()).sql()
-        params.update(terms=terms, limit=limit, k1=BM25_K1, b=BM25_B)
-        sql = f"""
-            WITH q AS (SELECT term, count(*)::float8 AS qtf FROM unnest(%(terms)s::text[]) AS term GROUP BY term),
-            scope AS (SELECT count(*)::float8 AS n, coalesce(avg(c.term_count), 1)::float8 AS avgdl
-                      FROM chunks c WHERE {where}),
-            hits AS (SELECT t.chunk_id, t.term, t.tf, c.term_count
-                     FROM chunk_terms t JOIN q USING (term) JOIN chunks c ON c.id = t.chunk_id WHERE {where}),
-            df AS (SELECT term, count(*)::float8 AS df FROM hits GROUP BY term)
-            SELECT h.chunk_id,
-                   sum(q.qtf * ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-                       * h.tf * (%(k1)s + 1) / (h.tf + %(k1)s * (1 - %(b)s + %(b)s * h.term_count / s.avgdl)))
-                       AS score
-            FROM hits h JOIN q USING (term) JOIN df USING (term) CROSS JOIN scope s
-            GROUP BY h.chunk_id ORDER BY score DESC, h.chunk_id LIMIT %(limit)s"""
-        with self.db.connection() as conn:
-            return [(row[0], float(row[1])) for row in conn.execute(sql, params).fetchall()]
+        """BM25 (k1, b from the settings) over the chunks in the filter: (chunk id, score), best first."""
+        scope = search_filter or SearchFilter()
+        return self.keywords.search(terms, limit, kbs=scope.kbs, tags=scope.tags, faq=scope.faq)
+
+    def ensure_keyword_index(self) -> str:
+        """Re-derive the keyword index when it does not match the chunks (checked once a process).
+
+        Returns a notice when it had to be rebuilt, else "".
+        """
+        return self.keywords.ensure_ready(self._analyzer())
+
+    def repair_keyword_index(self, reason: str) -> str:
+        """Rebuild the keyword index after damage was found; returns the notice to show."""
+        self.keywords.mark_for_rebuild(reason)
+        return self.ensure_keyword_index()
+
+    def _analyzer(self) -> Analyze:
+        if self._analyze is None:
+            raise KeywordIndexCorrupt("The keyword index must be rebuilt but no analyzer was given")
+        return self._analyze
 
     def vector_search(self, embedding: np.ndarray, limit: int, ef_search: int,
                       search_filter: SearchFilter | None = None) -> list[tuple[int, float]]:

@@ -43,7 +43,7 @@ from askany.check import collect_status  # noqa: E402
 from askany.context import AskAny  # noqa: E402
 from askany.errors import AskAnyError  # noqa: E402
 from askany.ingestion import FileResult, Ingestor  # noqa: E402
-from askany.keywords import CHAR_PREFIX, STOPWORDS  # noqa: E402
+from askany.keywords import STOPWORDS, WORD_PREFIX  # noqa: E402
 from askany.models import ROLES, role_status  # noqa: E402
 from askany.qa import QA, QUERY_TYPES, QAResult, Source  # noqa: E402
 
@@ -332,7 +332,7 @@ def query_terms(app: AskAny, question: str) -> list[str]:
     except Exception:  # highlighting is decoration: never fail an answer over it
         log.exception("Could not compute highlight terms")
         return []
-    found = {term.removeprefix(CHAR_PREFIX) for term in terms}
+    found = {term.removeprefix(WORD_PREFIX) for term in terms}
     return sorted((t for t in found if len(t) >= 2 and t not in STOPWORDS), key=lambda t: (-len(t), t))
 
 

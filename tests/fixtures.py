@@ -102,7 +102,7 @@ def empty_db(make_app: Callable[..., AskAny]) -> None:
     """Start from an empty database: no documents, no vectors, no recorded embedding model."""
     app = make_app()
     with app.db.connection() as conn:
-        conn.execute("TRUNCATE documents, chunks, chunk_terms CASCADE")
+        conn.execute("TRUNCATE documents, chunks, keyword_postings, keyword_segments, keyword_deleted CASCADE")
     app.store.drop_vectors()
 
 

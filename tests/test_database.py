@@ -43,7 +43,7 @@ def test_schema_is_versioned_and_migration_idempotent(make_settings) -> None:
         tables = {row[0] for row in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()}
     assert int(version) == SCHEMA_VERSION
-    assert {"documents", "chunks", "chunk_terms", "askany_meta"} <= tables
+    assert {"documents", "chunks", "keyword_postings", "keyword_segments", "askany_meta"} <= tables
 
 
 def test_newer_schema_is_refused(make_settings) -> None:

@@ -29,10 +29,13 @@ def snapshot(app, kb: str) -> dict:
                             (kb,)).fetchall()
         chunks = conn.execute("SELECT node_id, text, term_count FROM chunks WHERE kb = %s ORDER BY node_id",
                               (kb,)).fetchall()
-        terms = conn.execute("SELECT count(*), sum(tf) FROM chunk_terms t JOIN chunks c ON c.id = t.chunk_id "
-                             "WHERE c.kb = %s", (kb,)).fetchone()
+        node_ids = dict(conn.execute("SELECT id, node_id FROM chunks WHERE kb = %s", (kb,)).fetchall())
         vectors = conn.execute("SELECT count(*) FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id "
                                "WHERE c.kb = %s", (kb,)).fetchone()[0] if app.store.vector_model() else 0
+    # The keyword index as a query sees it: each live chunk's length and term frequencies
+    # (node ids include the kb name, so they are left out to compare two knowledge bases).
+    terms = sorted((length, sorted(tfs.items()))
+                   for chunk_id, (length, tfs) in app.store.keywords.dump().items() if chunk_id in node_ids)
     return {"documents": docs, "chunks": chunks, "terms": terms, "vectors": vectors}
 
 
