@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     keyword_top_n: int = Field(50, ge=1, le=1000)
     bm25_k1: float = Field(1.2, ge=0, le=10)
     bm25_b: float = Field(0.75, ge=0, le=1)
+    keyword_cache_mb: float = Field(256.0, ge=0)
     vector_top_n: int = Field(50, ge=1, le=1000)
     rrf_k: int = Field(2, ge=0)
     keyword_weight: float = Field(1.0, ge=0)

@@ -28,7 +28,8 @@ class AskAny:
     @cached_property
     def store(self) -> ChunkStore:
         return ChunkStore(self.db, analyze=lambda texts: self.analyzer.bags(texts),
-                          k1=self.settings.bm25_k1, b=self.settings.bm25_b)
+                          k1=self.settings.bm25_k1, b=self.settings.bm25_b,
+                          keyword_cache_mb=self.settings.keyword_cache_mb)
 
     @property
     def analyzer(self) -> KeywordAnalyzer:

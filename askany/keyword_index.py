@@ -89,6 +89,7 @@ class KeywordIndex:
     """BM25 over segmented postings in Postgres; `add` writes inside the caller's transaction."""
 
     def __init__(self, db: Database, k1: float = 1.2, b: float = 0.75, cache_mb: float = 256):
+        """`cache_mb`: memory for postings rows read from the database (KEYWORD_CACHE_MB)."""
         self.db = db
         self.k1 = k1
         self.b = b
@@ -196,14 +197,7 @@ class KeywordIndex:
             live = {row[0] for row in listed}
             for stale in [sid for sid in self._cache if sid not in live]:
                 del self._cache[stale]
-            missing = [sid for sid in wanted if sid not in self._cache]
-        if missing:
-            loaded = [Segment.decode(*row) for row in conn.execute(
-                f"SELECT {SEGMENT_COLUMNS} FROM keyword_segments WHERE id = ANY(%s)", (missing,), binary=True)]
-            with self._lock:
-                self._cache.update((segment.id, segment) for segment in loaded)
-        with self._lock:
-            return [self._cache[sid] for sid in wanted]
+        return self._load(conn, wanted)
 
     def _scope(self, segments: list[Segment], dead: list[int]) -> _Scope:
         """Doc lists of these segments concatenated, with lengths and live chunks; the last few are kept."""
@@ -283,6 +277,7 @@ class KeywordIndex:
         with self.db.connection() as conn:
             if not conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", (MERGE_LOCK, part)).fetchone()[0]:
                 return None  # another process is merging this partition
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REBUILD_LOCK,))  # not while one rebuilds
             listed = [row[0] for row in conn.execute("SELECT id FROM keyword_segments WHERE part = %s ORDER BY id",
                                                      (part,))]
             if len(listed) < 1:
@@ -353,22 +348,18 @@ class KeywordIndex:
         """Why the index cannot be trusted (the reason), or "" when it matches the chunks table."""
         with self.db.connection() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # one snapshot
-            flagged = conn.execute("SELECT value FROM askany_meta WHERE key = 'keyword_index_rebuild'").fetchone()
-            chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-            docs = conn.execute("SELECT coalesce(sum(docs), 0) FROM keyword_segments").fetchone()[0]
-            dead = conn.execute("SELECT count(*) FROM keyword_deleted").fetchone()[0]
-        if flagged:
-            return flagged[0]
-        indexed = int(docs) - int(dead)
-        if indexed != chunks:
-            return f"it holds {indexed} chunks but the database has {chunks}"
-        return ""
+            return _mismatch(conn)
 
-    def rebuild(self, analyze: Analyze, batch: int = 4096) -> int:
-        """Re-derive the whole index from the chunks table in one transaction; returns the chunks indexed."""
+    def rebuild(self, analyze: Analyze, batch: int = 4096, only_if_needed: bool = False) -> int | None:
+        """Re-derive the whole index from the chunks table in one transaction; returns the chunks indexed.
+
+        With `only_if_needed`, nothing is done when, once the lock is held, the index turns out to
+        match the chunks (two processes noticed the same damage)."""
         with self.db.connection() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (REBUILD_LOCK,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (REBUILD_LOCK,))  # merges wait, as do other rebuilds
             conn.execute("LOCK TABLE chunks IN SHARE MODE")  # writers wait; queries keep reading the old index
+            if only_if_needed and not _mismatch(conn):
+                return None  # another process rebuilt it while this one waited
             for table in ("keyword_postings", "keyword_segments", "keyword_deleted"):
                 conn.execute(f"DELETE FROM {table}")  # not TRUNCATE, which would block queries too
             done, last = 0, 0
@@ -396,8 +387,9 @@ class KeywordIndex:
         notice = ""
         if reason:
             log.warning("Rebuilding the keyword index: %s", reason)
-            count = self.rebuild(analyze)
-            notice = f"The keyword index was rebuilt from the stored chunks ({reason}); {count} chunks indexed"
+            count = self.rebuild(analyze, only_if_needed=True)
+            if count is not None:
+                notice = f"The keyword index was rebuilt from the stored chunks ({reason}); {count} chunks indexed"
         self._checked = True
         return notice
 
@@ -411,19 +403,23 @@ class KeywordIndex:
         """Every live chunk's (length, {term: tf}), decoded: for checks and tests, not for speed."""
         with self.db.connection() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            segments = {row[0]: Segment.decode(*row) for row in conn.execute(
-                f"SELECT {SEGMENT_COLUMNS} FROM keyword_segments", binary=True)}
+            segments = [Segment.decode(*row) for row in conn.execute(
+                f"SELECT {SEGMENT_COLUMNS} FROM keyword_segments ORDER BY id", binary=True)]
             dead = {row[0] for row in conn.execute("SELECT chunk_id FROM keyword_deleted")}
-            content = {int(chunk_id): (int(length), {}) for segment in segments.values()
-                       for chunk_id, length in zip(segment.chunk_ids, segment.lengths, strict=True)
-                       if int(chunk_id) not in dead}
             rows = conn.execute(f"SELECT {ROW_COLUMNS} FROM keyword_postings p", binary=True).fetchall()
-        for row in decode_rows([(segments[sid], *rest) for sid, *rest in rows]):
-            terms, docs, tfs = row.all()
-            for term, doc, tf in zip(terms.tolist(), docs.tolist(), tfs.tolist(), strict=True):
-                chunk_id = int(row.segment.chunk_ids[doc])
-                if chunk_id in content:
-                    content[chunk_id][1][row.names[term].decode("utf-8")] = tf
+        if not segments:
+            return {}
+        by_id = {segment.id: segment for segment in segments}
+        offsets = _offsets(segments)
+        chunk_ids = np.concatenate([segment.chunk_ids for segment in segments]).tolist()
+        lengths = np.concatenate([segment.lengths for segment in segments]).tolist()
+        content = {chunk_id: (length, {}) for chunk_id, length in zip(chunk_ids, lengths, strict=True)
+                   if chunk_id not in dead}
+        vocabulary, term_of, position, tf = flatten([(by_id[sid], *rest) for sid, *rest in rows], offsets)
+        names = [vocabulary.name(i).decode("utf-8") for i in range(len(vocabulary))]
+        for term, at, count in zip(term_of.tolist(), position.tolist(), tf.tolist(), strict=True):
+            if chunk_ids[at] in content:
+                content[chunk_ids[at]][1][names[term]] = count
         return content
 
     def size_bytes(self) -> dict[str, int]:
@@ -504,6 +500,18 @@ class _Scope:
         self.n = len(live)
         avgdl = float(live.mean()) if len(live) else 1.0
         self.norm = k1 * (1 - b + b * self.lengths / (avgdl or 1.0))
+
+
+def _mismatch(conn: psycopg.Connection) -> str:
+    """Why the stored index does not match the chunks (a flag left for a rebuild, or counts), or ""."""
+    flagged = conn.execute("SELECT value FROM askany_meta WHERE key = 'keyword_index_rebuild'").fetchone()
+    if flagged:
+        return flagged[0]
+    chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    docs = conn.execute("SELECT coalesce(sum(docs), 0) FROM keyword_segments").fetchone()[0]
+    dead = conn.execute("SELECT count(*) FROM keyword_deleted").fetchone()[0]
+    indexed = int(docs) - int(dead)
+    return f"it holds {indexed} chunks but the database has {chunks}" if indexed != chunks else ""
 
 
 def _offsets(segments: list[Segment]) -> dict[int, int]:

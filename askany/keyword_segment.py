@@ -188,16 +188,6 @@ class Postings:
         """About what the row costs in memory: its bytes and ~80 bytes a name."""
         return len(self.raw) + 80 * len(self.names) + 200
 
-    def all(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(term number within the row, ordinal, tf) of every posting: for merges."""
-        counts = np.diff(np.asarray(self.starts, dtype=np.int64))
-        running = np.cumsum(self.deltas, dtype=np.int64)
-        before = np.concatenate([[0], running])[np.asarray(self.starts[:-1], dtype=np.int64)]
-        docs = running - np.repeat(before, counts)
-        if self.total and (int(docs.min()) < 0 or int(docs.max()) >= len(self.segment.chunk_ids)):
-            raise KeywordIndexCorrupt(f"keyword segment {self.segment.id} has postings outside its chunk list")
-        return np.repeat(np.arange(len(self.names)), counts), docs, self.tfs
-
 
 def decode_rows(rows: list[tuple[Segment, int, bytes, bytes, bytes]]) -> list[Postings]:
     """(segment, bucket, names, counts, postings) rows as Postings."""

@@ -108,9 +108,10 @@ class ChunkStore:
     has to be re-derived from the stored chunks (after an upgrade or damage).
     """
 
-    def __init__(self, db: Database, analyze: Analyze | None = None, k1: float = 1.2, b: float = 0.75):
+    def __init__(self, db: Database, analyze: Analyze | None = None, k1: float = 1.2, b: float = 0.75,
+                 keyword_cache_mb: float = 256.0):
         self.db = db
-        self.keywords = KeywordIndex(db, k1=k1, b=b)
+        self.keywords = KeywordIndex(db, k1=k1, b=b, cache_mb=keyword_cache_mb)
         self._analyze = analyze
 
     # ------------------------------------------------------------ metadata

@@ -242,7 +242,7 @@ def run_size(size: int, sources: list, questions: list[tuple[str, str]], rate: f
             log(f"{size}: corpus of {corpus['files']} files, {corpus['characters']:,} characters "
                 f"({corpus['copies']} perturbed copies of the eval documents)")
             app = make_app(data_dir, embedding_enabled=False)
-            app.store.db  # start the database outside the timing
+            app.store.keywords.needs_rebuild()  # start the database outside the timing
             app.analyzer.terms("预热")
             ingestion = ingest(app, corpus_dir)
         finally:
