@@ -97,7 +97,7 @@ def _in_pool(ingestor: Ingestor, workers: int, items: Iterator[FileResult | Pars
                 yield item
                 continue
             batch.append(item)
-            size += len(item.data)
+            size += len(item.data) if item.data is not None else 16 * 1024
             if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
                 window.append(pool.apply_async(_parse_batch, (batch,)))
                 batch, size = [], 0

@@ -80,7 +80,7 @@ class ParseTask:
 
     path: Path
     source: str
-    data: bytes
+    data: bytes | None  # None: not read yet (a file never stored needs no comparison, so its worker reads it)
     content_hash: str
     stored: bool
 
@@ -278,21 +278,28 @@ class Ingestor:
             if size > max_bytes:
                 return FileResult(source, "failed", reason=f"larger than the {self.settings.max_file_size_mb:g} MB "
                                                            f"limit (MAX_FILE_SIZE_MB)")
+            if stored is None:
+                return ParseTask(path, source, None, "", False)
             data = path.read_bytes()
         except OSError as error:
             return FileResult(source, "failed", reason=f"unreadable: {error.strerror or error}")
         content_hash = file_hash(data)
         if stored == (content_hash, fingerprint):
             return FileResult(source, "unchanged")
-        return ParseTask(path, source, data, content_hash, stored is not None)
+        return ParseTask(path, source, data, content_hash, True)
 
     def parse(self, task: ParseTask, kb: str, tags: list[str], fingerprint: str) -> FileResult | _Pending:
         """A file's document record with its chunks and terms (here or in a worker process)."""
+        data = task.data
         try:
-            loaded = load_file(task.path, int(self.settings.max_file_size_mb * 1024 * 1024), task.data)
+            if data is None:
+                data = task.path.read_bytes()
+            loaded = load_file(task.path, int(self.settings.max_file_size_mb * 1024 * 1024), data)
+        except OSError as error:
+            return FileResult(task.source, "failed", reason=f"unreadable: {error.strerror or error}")
         except FileSkipped as error:
             return FileResult(task.source, "failed", reason=error.reason)
-        record = self._record(loaded, kb, tags, task.content_hash, fingerprint, task.source)
+        record = self._record(loaded, kb, tags, task.content_hash or file_hash(data), fingerprint, task.source)
         if not record.chunks:
             return FileResult(task.source, "failed", reason="no text to index")
         status: Status = "changed" if task.stored else "new"

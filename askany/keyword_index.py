@@ -58,7 +58,7 @@ __all__ = ["IndexedChunk", "KeywordIndex", "KeywordIndexCorrupt", "tag_term"]
 log = logging.getLogger(__name__)
 
 MERGE_FACTOR = 4  # more rewriting than Lucene's 10, but a question pays a database lookup per segment
-MERGE_MAX_DOCS = 32768  # merging two of these would rewrite the whole index for one segment fewer
+MERGE_MAX_DOCS = MAX_SEGMENT_DOCS  # the format's limit: fewer segments, fewer lookups a question
 EXPUNGE_RATIO = 0.25  # a segment with this share of deleted chunks is rewritten
 VACUUM_AFTER_ROWS = 20_000  # merges that delete this many rows vacuum the tables, so space is reused
 TAG_PREFIX = "\x01tag\x01"  # reserved terms: the analyzer never emits control characters
@@ -160,7 +160,7 @@ class KeywordIndex:
                     terms_at.setdefault((segment.id, segment.bucket(term, hashed)), []).append(term)
             rows = self._fetch(conn, {segment.id: segment for segment in segments}, sorted(terms_at))
         scope = self._scope(segments, dead)
-        encoded = {term: term.encode("utf-8") for term in wanted}
+        fenced = {term: SEPARATOR + term.encode("utf-8") + SEPARATOR for term in wanted}
         number = {term: k for k, term in enumerate(wanted)}  # query terms first, then tag terms
         pieces: list[tuple[int, int, np.ndarray, np.ndarray, Postings]] = []
         for key, key_terms in terms_at.items():
@@ -168,7 +168,7 @@ class KeywordIndex:
             if row is not None:
                 base = scope.offsets[key[0]]
                 for term in key_terms:
-                    hit = row.find(encoded[term])
+                    hit = row.find(fenced[term])
                     if hit is not None:
                         pieces.append((number[term], base, *hit, row))
         return self._score(scope, pieces, list(query.values()), bool(tag_terms), limit)
@@ -271,6 +271,12 @@ class KeywordIndex:
         if deleted_rows >= VACUUM_AFTER_ROWS:
             self._vacuum()
         return merges
+
+    def maybe_merge_kb(self, kb: str) -> int:
+        """maybe_merge for a knowledge base's partitions (after deletes: segments with many go)."""
+        with self.db.connection() as conn:
+            parts = [row[0] for row in conn.execute("SELECT id FROM keyword_partitions WHERE kb = %s", (kb,))]
+        return self.maybe_merge(parts)
 
     def _merge_once(self, part: int) -> int | None:
         """One merge in its own transaction: the postings rows it replaced, or None when none was due."""

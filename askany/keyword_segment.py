@@ -153,40 +153,40 @@ class Segment:
 
 
 class Postings:
-    """A stored postings row. A query needs one or two of a bucket row's terms: `find` returns the
-    undecoded ordinal deltas of one term, and `decode_pieces` turns many of them into ordinals at once."""
+    """A stored postings row, as a query reads it: a question needs one or two of a bucket row's terms,
+    so nothing is decoded up front; `find` locates a term in the raw names with one C-level search
+    and returns its undecoded ordinal deltas (the kernels decode them). Cached rows cost about their
+    stored size in memory."""
 
-    __slots__ = ("segment", "names", "starts", "width", "raw", "total", "deltas", "tfs")
+    __slots__ = ("segment", "names", "starts", "width", "deltas", "tfs", "size")
 
     def __init__(self, segment: Segment, bucket: int, names: bytes, counts: bytes, postings: bytes):
         own = bucket >= segment.buckets
         row_counts = np.frombuffer(counts, dtype="<u4" if own else np.uint8)
-        self.names = [names] if own else names.split(SEPARATOR)
         total = int(row_counts.sum(dtype=np.int64))
         width, rest = divmod(len(postings) - total, total) if total else (1, 0)
-        if rest or width not in (1, 2) or len(self.names) != len(row_counts) or (own and len(row_counts) != 1):
+        if rest or width not in (1, 2) or (own and len(row_counts) != 1) or names.count(SEPARATOR) + 1 != len(row_counts):
             raise KeywordIndexCorrupt(f"keyword segment {segment.id} has damaged postings")
-        self.segment, self.width, self.raw, self.total = segment, width, postings, total
-        self.starts = [0, total] if own else [0, *np.cumsum(row_counts, dtype=np.int64).tolist()]
+        self.segment, self.width = segment, width
+        self.names = SEPARATOR + names + SEPARATOR  # every term between two separators
+        self.starts = np.zeros(len(row_counts) + 1, dtype=np.int64)
+        np.cumsum(row_counts, out=self.starts[1:])
         self.deltas = np.frombuffer(postings, dtype="u1" if width == 1 else "<u2", count=total)
         self.tfs = np.frombuffer(postings, dtype=np.uint8, offset=width * total)
+        self.size = len(postings) + len(names) + 8 * len(row_counts) + 300
 
-    def find(self, term: bytes) -> tuple[np.ndarray, np.ndarray] | None:
-        """(ordinal deltas, tfs) of a term, or None when this row does not hold it."""
-        names = self.names
-        if len(names) == 1:
-            return (self.deltas, self.tfs) if names[0] == term else None
-        try:
-            i = names.index(term)
-        except ValueError:
+    def find(self, fenced: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ordinal deltas, tfs) of a term given as SEPARATOR + term + SEPARATOR, or None when absent."""
+        at = self.names.find(fenced)
+        if at < 0:
             return None
-        a, z = self.starts[i], self.starts[i + 1]
+        i = self.names.count(SEPARATOR, 0, at)  # the terms before it
+        a, z = self.starts[i:i + 2].tolist()
         return self.deltas[a:z], self.tfs[a:z]
 
     @property
     def nbytes(self) -> int:
-        """About what the row costs in memory: its bytes and ~80 bytes a name."""
-        return len(self.raw) + 80 * len(self.names) + 200
+        return self.size
 
 
 def decode_rows(rows: list[tuple[Segment, int, bytes, bytes, bytes]]) -> list[Postings]:

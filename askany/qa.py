@@ -98,7 +98,7 @@ class QA:
         all_tags = sorted(set(inline_tags) | set(tags or []))
         self.retriever.check_filters(kbs, all_tags)
         base = SearchFilter(kbs=kbs or None, tags=all_tags or None)
-        if self.app.store.count_chunks(base) == 0:
+        if not self.app.store.has_chunks(base):
             raise QueryError("The knowledge base is empty; add documents first with: "
                              "python -m askany.main --ingest PATH")
         notices: list[str] = []

@@ -88,18 +88,15 @@ class Retriever:
 
     def check_filters(self, kbs: list[str] | None, tags: list[str] | None) -> None:
         """A knowledge base or tag nobody has gets a clear message, not an empty result."""
-        if kbs:
+        missing_kbs, missing_tags = self.app.store.missing(list(kbs or []), list(tags or []))
+        if missing_kbs:  # the full lists are read only to write the message
             known = {kb["kb"] for kb in self.app.store.knowledge_bases()}
-            unknown = [kb for kb in kbs if kb not in known]
-            if unknown:
-                raise QueryError(f"Knowledge base {', '.join(unknown)} does not exist (known: "
-                                 f"{', '.join(sorted(known)) or 'none yet'}); check --kb or ingest documents first")
-        if tags:
+            raise QueryError(f"Knowledge base {', '.join(missing_kbs)} does not exist (known: "
+                             f"{', '.join(sorted(known)) or 'none yet'}); check --kb or ingest documents first")
+        if missing_tags:
             known_tags = set(self.app.store.known_tags())
-            unknown = [tag for tag in tags if tag not in known_tags]
-            if unknown:
-                raise QueryError(f"No document is tagged {', '.join(unknown)} (known tags: "
-                                 f"{', '.join(sorted(known_tags)) or 'none'}); check the @tag or --tags filter")
+            raise QueryError(f"No document is tagged {', '.join(missing_tags)} (known tags: "
+                             f"{', '.join(sorted(known_tags)) or 'none'}); check the @tag or --tags filter")
 
     def retrieve(self, query: str, *, mode: Mode = "hybrid", top_k: int | None = None, rerank: bool = True,
                  search_filter: SearchFilter | None = None) -> RetrievalResult:

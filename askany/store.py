@@ -255,16 +255,18 @@ class ChunkStore:
         return conn.execute("SELECT to_regclass('chunk_vectors') IS NOT NULL").fetchone()[0]
 
     def delete_document(self, kb: str, source: str) -> bool:
-        with self.db.connection() as conn:
-            return conn.execute("DELETE FROM documents WHERE kb = %s AND source = %s",
-                                (kb, source)).rowcount > 0
+        return self.delete_documents(kb, [source]) > 0
 
     def delete_documents(self, kb: str, sources: list[str]) -> int:
+        """Delete documents (their chunks, vectors and keyword postings go with them)."""
         if not sources:
             return 0
         with self.db.connection() as conn:
-            return conn.execute("DELETE FROM documents WHERE kb = %s AND source = ANY(%s)",
-                                (kb, sources)).rowcount
+            deleted = conn.execute("DELETE FROM documents WHERE kb = %s AND source = ANY(%s)",
+                                   (kb, sources)).rowcount
+        if deleted:
+            self.keywords.maybe_merge_kb(kb)  # segments left mostly deleted are rewritten
+        return deleted
 
     def list_documents(self, kb: str | None = None) -> list[dict[str, Any]]:
         with self.db.connection() as conn:
@@ -286,6 +288,20 @@ class ChunkStore:
         with self.db.connection() as conn:
             rows = conn.execute("SELECT DISTINCT unnest(tags) AS tag FROM chunks ORDER BY tag").fetchall()
         return [row[0] for row in rows]
+
+    def missing(self, kbs: list[str], tags: list[str]) -> tuple[list[str], list[str]]:
+        """The knowledge bases and tags no chunk has: index lookups, not a scan of every chunk."""
+        with self.db.connection() as conn:
+            kb_rows = conn.execute("SELECT k FROM unnest(%s::text[]) k WHERE NOT EXISTS "
+                                   "(SELECT 1 FROM documents d WHERE d.kb = k)", (kbs,)).fetchall() if kbs else []
+            tag_rows = conn.execute("SELECT t FROM unnest(%s::text[]) t WHERE NOT EXISTS "
+                                    "(SELECT 1 FROM chunks c WHERE c.tags @> ARRAY[t])", (tags,)).fetchall() if tags else []
+        return [row[0] for row in kb_rows], [row[0] for row in tag_rows]
+
+    def has_chunks(self, search_filter: SearchFilter | None = None) -> bool:
+        where, params = (search_filter or SearchFilter()).sql()
+        with self.db.connection() as conn:
+            return conn.execute(f"SELECT EXISTS (SELECT 1 FROM chunks c WHERE {where})", params).fetchone()[0]
 
     def count_chunks(self, search_filter: SearchFilter | None = None) -> int:
         where, params = (search_filter or SearchFilter()).sql()

@@ -276,7 +276,7 @@ def main() -> None:
 
 LABELS = {
     "embed": "embed question",
-    "keyword": "keyword search (jieba + BM25 SQL)",
+    "keyword": "keyword search (jieba + BM25 segments)",
     "vector": "vector search (pgvector HNSW)",
     "rerank": "rerank (cross encoder)",
     "generate": "generate (prompt + LLM)",

@@ -149,9 +149,9 @@ def test_results_do_not_depend_on_how_segments_are_merged(make_app, tmp_path) ->
 def test_merge_policy_merges_size_classes_and_expunges_deletions() -> None:
     assert choose_merge([(i, 2048, 0) for i in range(3)]) == []
     assert choose_merge([(i, 2048, 0) for i in range(4)]) == [0, 1, 2, 3]
-    assert choose_merge([(i, 12000, 0) for i in range(4)]) == [0, 1]  # as many as fit in MERGE_MAX_DOCS
-    assert choose_merge([(1, 20000, 0), (2, 20000, 0)]) == []  # full enough
-    assert choose_merge([(1, 20000, 0), (2, 1000, 400)]) == [2]  # many deletions: rewritten
+    assert choose_merge([(i, 20000, 0) for i in range(4)]) == [0, 1, 2]  # as many as fit in MERGE_MAX_DOCS
+    assert choose_merge([(1, 40000, 0), (2, 40000, 0)]) == []  # full enough
+    assert choose_merge([(1, 40000, 0), (2, 1000, 400)]) == [2]  # many deletions: rewritten
 
 
 def test_merges_drop_deleted_chunks_and_keep_the_index_exact(make_app, tmp_path) -> None:
