@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from functools import cached_property
 
-from askany.config import Settings, get_settings
-from askany.database import Database, open_database
-from askany.keywords import KeywordAnalyzer, make_segmenter
-from askany.models import ModelRegistry, shared_registry
-from askany.store import ChunkStore
+from askany.core.config import Settings, get_settings
+from askany.ingestion.keywords import KeywordAnalyzer, make_segmenter
+from askany.models.registry import ModelRegistry, shared_registry
+from askany.storage.database import Database, open_database
+from askany.storage.store import ChunkStore
 
 
 class AskAny:

@@ -31,10 +31,8 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # pgserver's platf
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
-TESTS_DIR = ROOT / "tests"
-for path in (ROOT, TESTS_DIR):  # askany itself, and tests/tiny_models.py
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(ROOT) not in sys.path:  # askany itself, and tests/support/tiny_models.py
+    sys.path.insert(0, str(ROOT))
 
 EVAL_DIR = Path("/work/shared/eval/cmrc2018-trial")
 DEFAULT_DOCS = EVAL_DIR / "docs"
@@ -84,7 +82,7 @@ def model_path(spec: str, role: str, cache: Path) -> Path:
     folder = cache / name
     if (folder / _COMPLETE).is_file():
         return folder
-    import tiny_models
+    from tests.support import tiny_models
 
     builder, arch = MODEL_BUILDS[name]
     log(f"Building {name} (random weights, {arch} architecture) into {folder} ...")
@@ -120,7 +118,7 @@ def fresh_data_dir(keep: bool = False) -> Iterator[Path]:
 
 def _stop_embedded_postgres(data_dir: Path) -> None:
     """Close our pool and stop the server we started, so the folder can be deleted."""
-    from askany import database
+    from askany.storage import database
 
     with database._lock:
         for url, db in list(database._open.items()):
@@ -141,9 +139,9 @@ def make_app(data_dir: Path, **overrides: Any) -> Any:
     """An AskAny on `data_dir` with its own model registry; no models unless given."""
     from transformers.utils import logging as hf_logging
 
-    from askany.config import load_settings
     from askany.context import AskAny
-    from askany.models import ModelRegistry
+    from askany.core.config import load_settings
+    from askany.models.registry import ModelRegistry
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars between the results
     values: dict[str, Any] = {

@@ -98,10 +98,10 @@ class Clock:
 
 def instrument(app: Any, ingestor: Any, model: Any) -> common.PhaseTimer:
     """Time the phases of one ingestion run; none of them nests inside another."""
-    import askany.ingestion
+    import askany.ingestion.pipeline
 
     timer = common.PhaseTimer()
-    timer.wrap(askany.ingestion, "load_file", "read + parse files")
+    timer.wrap(askany.ingestion.pipeline, "load_file", "read + parse files")
     timer.wrap(ingestor, "build_nodes", "chunking (incl. token counting)")
     timer.wrap(app.analyzer, "terms_many", "keyword terms (jieba)")
     timer.wrap(model, "encode", "encode (model)")
@@ -237,8 +237,8 @@ def main() -> None:
     machine = common.machine()
     common.log(f"{len(files)} files from {args.docs}, model {model_path}, {args.rounds} round(s)")
 
-    from askany.ingestion import Ingestor
-    from askany.models import embedding_dimension
+    from askany.ingestion.pipeline import Ingestor
+    from askany.models.registry import embedding_dimension
 
     with common.fresh_data_dir(args.keep_data) as data_dir:
         overrides: dict[str, Any] = {"embedding_model": str(model_path)}

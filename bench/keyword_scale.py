@@ -134,7 +134,7 @@ def build_questions(sources: list[tuple[str, list[str]]], queries: Path, seed: i
 
 
 def ingest(app: Any, folder: Path) -> dict[str, Any]:
-    from askany.ingestion import Ingestor
+    from askany.ingestion.pipeline import Ingestor
 
     cpu0, kids0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -143,7 +143,7 @@ def ingest(app: Any, folder: Path) -> dict[str, Any]:
     cpu1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     if report.failed:
         raise SystemExit(f"{len(report.failed)} files failed: {report.failed[:3]}")
-    from askany.ingest_workers import worker_count
+    from askany.ingestion.workers import worker_count
 
     return {"chunks": report.chunks_written, "files": len(report.results), "seconds": round(seconds, 2),
             "workers": worker_count(app.settings),
@@ -171,7 +171,7 @@ def vacuum(app: Any) -> None:
 
 
 def time_askany(app: Any, questions: list[tuple[str, str]]) -> tuple[list[float], list[list[int]]]:
-    from askany.retrieval import QueryError, Retriever
+    from askany.retrieval.retriever import QueryError, Retriever
 
     retriever = Retriever(app)
     latencies, results = [], []

@@ -77,7 +77,7 @@ def pick_questions(queries: list[Any], doc_ids: set[str], n: int) -> list[Any]:
 
 def warm_up(app: Any, qa: Any, with_llm: bool) -> dict[str, float]:
     """One short call through each stage, so no timed question pays first-call costs."""
-    from askany.answering import Passage
+    from askany.generation import Passage
 
     costs = {}
     started = time.perf_counter()
@@ -162,9 +162,9 @@ def main() -> None:
     files = common.select_docs(args.docs, args.limit)
     machine = common.machine()
 
-    from askany.evaluation import read_queries
-    from askany.ingestion import Ingestor
-    from askany.qa import QA
+    from askany.ingestion.pipeline import Ingestor
+    from askany.retrieval.evaluation import read_queries
+    from askany.service.qa import QA
 
     doc_ids = {file.stem for file in files}
     questions = pick_questions(read_queries(args.queries), doc_ids, args.questions)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_models
+
+from tests.support import tiny_models
 
 #: Text from outside the built-in corpus, to check tokenizer coverage honestly.
 UNSEEN_CHINESE = "人工智能技术的快速发展正在深刻改变各行各业，企业纷纷部署私有化的大模型。"

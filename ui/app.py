@@ -1,6 +1,6 @@
 """Serve the AskAny chat page: ``python ui/app.py`` (the same as ``python -m askany.main --ui``).
 
-A thin launcher: the page lives in `askany.webui`. Host, port, language and the
+A thin launcher: the page lives in `askany.web`. Host, port, language and the
 upload limit come from the settings (UI_HOST, UI_PORT, UI_LANGUAGE, UPLOAD_MAX_MB).
 """
 
@@ -11,13 +11,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from askany.errors import AskAnyError  # noqa: E402
-from askany.main import configure_logging  # noqa: E402
+from askany.cli.main import configure_logging  # noqa: E402
+from askany.core.errors import AskAnyError  # noqa: E402
 
 
 def main() -> int:
     configure_logging(verbose="-v" in sys.argv[1:])
-    from askany.webui import serve
+    from askany.web import serve
 
     try:
         serve()

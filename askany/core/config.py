@@ -1,0 +1,187 @@
+"""All AskAny settings: one pydantic-settings class read from `.env` and the environment.
+
+Every field here is documented, with its default, in `.env.example`. The few environment
+variables that are not settings (read by third-party libraries themselves, and ASKANY_ENV_FILE)
+are handled in `askany.core.environment`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from askany.core import environment
+from askany.core.errors import ConfigError
+
+
+def env_file_path() -> Path:
+    """The `.env` file settings are read from (``ASKANY_ENV_FILE`` overrides `./.env`)."""
+    return environment.env_file()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- models ---
+    embedding_model: str = "BAAI/bge-m3"
+    reranker_model: str = "BAAI/bge-reranker-v2-m3"
+    llm_model: str = "Qwen/Qwen3-0.6B"
+    hanlp_tok_model: str = ""
+    embedding_local_files_only: bool = False
+    reranker_local_files_only: bool = False
+    llm_local_files_only: bool = False
+    models_dir: Path = Path("models")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    user_dict: Path | None = None
+    hub_timeout_seconds: float = Field(5.0, gt=0)
+    hf_hub_offline: bool = False
+    # The HanLP tokenizer archive `--download-models hanlp` fetches when HANLP_TOK_MODEL names none
+    # (empty: HanLP's COARSE_ELECTRA_SMALL_ZH). Keeps the ASKANY_ prefix it had as a plain variable.
+    askany_hanlp_tok_url: str = ""
+
+    embedding_enabled: bool = True
+    embedding_batch_size: int = Field(16, ge=1)
+    reranker_enabled: bool = True
+    rerank_batch_size: int = Field(16, ge=1)
+    rerank_max_length: int = Field(512, ge=16)
+    rerank_top_n: int = Field(20, ge=1, le=200)
+
+    # --- answering ---
+    llm_backend: Literal["transformers", "openai", "none"] = "transformers"
+    llm_api_base: str = "http://127.0.0.1:8000/v1"
+    llm_api_key: str = ""
+    llm_api_model: str = ""
+    llm_api_timeout_seconds: float = Field(120.0, gt=0)
+    llm_max_new_tokens: int = Field(512, ge=1)
+    llm_temperature: float = Field(0.7, ge=0)
+    llm_top_p: float = Field(0.8, gt=0, le=1)
+    llm_enable_thinking: bool = False
+    llm_context_window: int = Field(0, ge=0)
+
+    # --- storage ---
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    postgres_host: str = ""
+    postgres_port: int = Field(5432, ge=1, le=65535)
+    postgres_user: str = "postgres"
+    postgres_password: str = ""
+    postgres_db: str = "askany"
+
+    # --- ingestion ---
+    docs_dir: Path = Path("ingest/samples")
+    default_kb: str = "default"
+    chunk_size: int = Field(384, ge=32)
+    chunk_overlap: int = Field(48, ge=0)
+    max_file_size_mb: float = Field(50.0, gt=0)
+    ingest_group_chunks: int = Field(256, ge=1)
+    ingest_workers: int = Field(-1, ge=-1, le=64)
+    hnsw_m: int = Field(16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+
+    # --- retrieval ---
+    hnsw_ef_search: int = Field(100, ge=1, le=1000)
+    keyword_top_n: int = Field(50, ge=1, le=1000)
+    bm25_k1: float = Field(1.2, ge=0, le=10)
+    bm25_b: float = Field(0.75, ge=0, le=1)
+    keyword_cache_mb: float = Field(256.0, ge=0)
+    vector_top_n: int = Field(50, ge=1, le=1000)
+    rrf_k: int = Field(2, ge=0)
+    keyword_weight: float = Field(1.0, ge=0)
+    vector_weight: float = Field(0.3, ge=0)
+    top_k: int = Field(5, ge=1, le=100)
+    faq_score_threshold: float = Field(0.6, ge=0)
+
+    # --- web page ---
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(7860, ge=1, le=65535)
+    ui_language: Literal["zh", "en"] = "zh"
+    upload_max_mb: float = Field(50.0, gt=0)
+
+    # --- HTTP API (--serve) ---
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(9100, ge=1, le=65535)
+    api_key: str = ""  # one or more keys, comma-separated; empty: no key needed
+    api_max_body_mb: float = Field(16.0, gt=0)
+    api_max_inputs: int = Field(2048, ge=1)  # texts per embeddings request, documents per rerank request
+    api_heartbeat_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("data_dir", "models_dir", "docs_dir")
+    @classmethod
+    def _must_not_be_a_file(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, but a folder is needed")
+        return value
+
+    @field_validator("user_dict", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than CHUNK_SIZE ({self.chunk_size})"
+            )
+        return self
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return not (self.database_url or self.postgres_host)
+
+    @property
+    def api_keys(self) -> list[str]:
+        return [key.strip() for key in self.api_key.split(",") if key.strip()]
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+
+def _one_sentence(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+        reason = item["msg"].removeprefix("Value error, ")
+        given = item.get("input")
+        shown = f" (got {given!r})" if given is not None and not isinstance(given, dict) else ""
+        problems.append(f"{name}{shown}: {reason}")
+    return "Invalid setting " + "; ".join(problems) + f". Fix it in {env_file_path()} or the environment."
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from `.env` and the environment; a wrong value raises ConfigError."""
+    try:
+        return Settings(_env_file=env_file_path(), **overrides)
+    except ValidationError as error:
+        raise ConfigError(_one_sentence(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def setting_sources(settings: Settings) -> dict[str, str]:
+    """Where each setting's value came from: environment, the .env file, or default."""
+    from dotenv import dotenv_values
+
+    path = env_file_path()
+    file_values = {k.lower() for k in dotenv_values(path)} if path.is_file() else set()
+    from_environment = environment.names()
+    sources = {}
+    for name in Settings.model_fields:
+        if name in from_environment:
+            sources[name] = "environment"
+        elif name in file_values:
+            sources[name] = str(path)
+        else:
+            sources[name] = "default"
+    return sources

@@ -1,0 +1,23 @@
+"""Small text helpers more than one format parser uses: browser-like whitespace and short error text."""
+
+from __future__ import annotations
+
+import re
+
+from askany.core.text import CJK_TEXT
+
+_WHITESPACE_RUN = re.compile(r"\s+")
+# A source line break between two Chinese characters is no word boundary, so no space either.
+_NEWLINE_BETWEEN_CJK = re.compile(rf"(?<=[{CJK_TEXT}])[ \t]*\n\s*(?=[{CJK_TEXT}])")
+
+
+def collapse_spaces(text: str) -> str:
+    """Collapse whitespace like a browser, except source line breaks between Chinese characters vanish."""
+    text = _NEWLINE_BETWEEN_CJK.sub("", text.replace("\xa0", " "))
+    return _WHITESPACE_RUN.sub(" ", text).strip()
+
+
+def short_error(error: BaseException, limit: int = 120) -> str:
+    """An exception's message cut to ``limit`` characters, fit for a one-line skip reason."""
+    message = str(error).strip() or type(error).__name__
+    return message if len(message) <= limit else message[: limit - 1] + "…"

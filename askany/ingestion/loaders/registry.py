@@ -1,0 +1,186 @@
+"""Which parser handles which file extension, and ``load_file``, the one entry point that uses it.
+
+A format module registers its parser for a set of suffixes with ``@register(".pdf")``; the
+parser gets the file's bytes and stem and returns a ``Document`` (title, Markdown-like text,
+encoding) or ``Faqs`` (question/answer entries). Everything formats have in common lives
+here, once: the existence/type/extension/size checks before reading, and the "nothing to
+index" checks after parsing. Adding a format is one new module that registers itself (and an
+import line in ``__init__``); ``requires=`` keeps an optional format unregistered, and so
+unsupported, when its dependency is not installed.
+
+Anything a user should hear about ("this file was skipped, and why") is raised as
+``FileSkipped`` with a short human ``reason``; callers log it and move on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from askany.core.errors import AskAnyError
+
+logger = logging.getLogger(__name__)
+
+
+class FileSkipped(AskAnyError):
+    """A file that cannot be indexed; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str, path: Path | None = None):
+        self.reason = reason
+        self.path = path
+        super().__init__(f"Skipped {path}: {reason}" if path else f"Skipped: {reason}")
+
+
+@dataclass
+class FaqEntry:
+    question: str
+    answer: str
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadedFile:
+    """One parsed file: ``text`` for documents, ``faqs`` (and empty text) for FAQ files."""
+
+    path: Path
+    title: str
+    text: str
+    faqs: list[FaqEntry]
+    encoding: str | None
+
+
+@dataclass
+class Document:
+    """What a document parser returns: Markdown-like text (``#`` headings) and its title."""
+
+    title: str
+    text: str
+    encoding: str | None = None
+
+
+@dataclass
+class Faqs:
+    """What an FAQ parser returns: entries that are each already a self-contained chunk."""
+
+    entries: list[FaqEntry]
+    encoding: str | None = None
+
+
+#: A parser: (file bytes, file stem for a fallback title) -> Document or Faqs; raises FileSkipped.
+Parser = Callable[[bytes, str], Document | Faqs]
+
+
+@dataclass(frozen=True)
+class _Loader:
+    parse: Parser
+    empty_reason: str  # the skip reason when the parsed text is blank
+
+
+_LOADERS: dict[str, _Loader] = {}
+# Callers that hand over bytes (the ingestion pipeline) check the suffix themselves; bytes that
+# come with any other suffix have always been read as plain text, so they still are.
+_FALLBACK_SUFFIX = ".txt"
+
+
+def register(*suffixes: str, empty_reason: str = "empty file",
+             requires: tuple[str, ...] = ()) -> Callable[[Parser], Parser]:
+    """Decorator: ``parse`` handles ``suffixes`` (lower case, with the dot).
+
+    ``requires`` names modules the parser imports; if any is missing the suffixes stay
+    unregistered, so such files are skipped as "unsupported extension" instead of failing.
+    """
+
+    def decorator(parse: Parser) -> Parser:
+        missing = [name for name in requires if not _importable(name)]
+        if missing:
+            logger.debug("no loader for %s: %s not installed", ", ".join(suffixes), ", ".join(missing))
+            return parse
+        for suffix in suffixes:
+            if suffix in _LOADERS:  # two modules claiming one suffix is a programming error
+                raise ValueError(f"a loader for {suffix} is already registered")
+            _LOADERS[suffix] = _Loader(parse, empty_reason)
+        return parse
+
+    return decorator
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a missing parent package of a dotted name
+        return False
+
+
+def supported_suffixes() -> frozenset[str]:
+    """Every suffix a loader is registered for (complete once the package has been imported)."""
+    return frozenset(_LOADERS)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_file(path: Path, max_bytes: int, data: bytes | None = None) -> LoadedFile:
+    """Read (unless its bytes are given) and parse ``path``; raise ``FileSkipped`` for anything that
+    cannot be indexed."""
+    path = Path(path)
+    try:
+        return _load(path, max_bytes, data)
+    except FileSkipped as skipped:
+        if skipped.path is None:
+            raise FileSkipped(skipped.reason, path) from skipped
+        raise
+
+
+def _load(path: Path, max_bytes: int, data: bytes | None) -> LoadedFile:
+    suffix = path.suffix.lower()
+    if data is None:
+        data = _read_bytes(path, max_bytes, suffix)
+    elif not data:
+        raise FileSkipped("empty file")
+    loader = _LOADERS.get(suffix) or _LOADERS[_FALLBACK_SUFFIX]
+    parsed = loader.parse(data, path.stem)
+    if isinstance(parsed, Faqs):
+        if not parsed.entries:
+            raise FileSkipped("no valid FAQ entries (need question and answer)")
+        return LoadedFile(path, path.stem, "", parsed.entries, parsed.encoding)
+    text = parsed.text.strip()
+    if not text:
+        raise FileSkipped(loader.empty_reason)
+    return LoadedFile(path, parsed.title, text, [], parsed.encoding)
+
+
+def _read_bytes(path: Path, max_bytes: int, suffix: str) -> bytes:
+    """Check existence, type, extension and size before reading a single byte."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise FileSkipped("file not found") from None
+    except PermissionError:
+        raise FileSkipped("unreadable: permission denied") from None
+    except OSError as error:
+        raise FileSkipped(f"unreadable: {error.strerror or error}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise FileSkipped("not a regular file")
+    if suffix not in _LOADERS:
+        raise FileSkipped(f"unsupported extension {suffix or '(none)'}")
+    if info.st_size > max_bytes:
+        raise FileSkipped(f"larger than the {_format_size(max_bytes)} limit")
+    if info.st_size == 0:
+        raise FileSkipped("empty file")
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise FileSkipped("unreadable: permission denied") from None
+    except OSError as error:
+        raise FileSkipped(f"unreadable: {error.strerror or error}") from None
+
+
+def _format_size(size: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size}-byte"

@@ -1,0 +1,352 @@
+"""Batch ingestion: files -> LlamaIndex documents and nodes -> terms and vectors -> the store.
+
+Incremental: a file whose bytes and pipeline settings are unchanged costs no
+parsing and no model call. Crash-safe: documents are written in groups, each
+group in one transaction, after their vectors are computed, so a killed run
+leaves every document either in its old or its new state; running again
+finishes the work. With no embedding model, chunks are stored without vectors
+(keyword search works) and a later run with the model fills them in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llama_index.core.schema import TextNode
+
+from askany.context import AskAny
+from askany.core.errors import AskAnyError
+from askany.core.notices import Notice
+from askany.ingestion.chunking import char_count_tokens, split_document
+from askany.ingestion.loaders import SUPPORTED_SUFFIXES, FileSkipped, LoadedFile, load_file
+from askany.models.registry import embedding_dimension
+from askany.storage.nodes import chunk_node, chunk_records
+from askany.storage.store import DocumentRecord
+
+log = logging.getLogger(__name__)
+
+Status = Literal["new", "changed", "unchanged", "failed", "skipped", "removed"]
+PIPELINE_VERSION = "1"
+KEYWORD_ONLY_GROUP_CHUNKS = 4096
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: Status
+    chunks: int = 0
+    reason: str = ""
+
+
+@dataclass
+class IngestReport:
+    kb: str
+    results: list[FileResult] = field(default_factory=list)
+    chunks_written: int = 0
+    vectors_written: int = 0
+    awaiting_vectors: int = 0
+    embedding_note: str = ""
+    notices: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    failed_count: int = 0
+
+    def count(self, status: Status) -> int:
+        return sum(1 for result in self.results if result.status == status)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [result for result in self.results if result.status == "failed"]
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks_written / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Pending:
+    result: FileResult
+    record: DocumentRecord
+
+
+@dataclass
+class ParseTask:
+    """A file whose bytes or settings changed since it was stored: to be parsed, chunked and analyzed."""
+
+    path: Path
+    source: str
+    data: bytes | None  # None: not read yet (a file never stored needs no comparison, so its worker reads it)
+    content_hash: str
+    stored: bool
+
+
+def discover(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
+    """Every file under `paths` (recursively, sorted), plus results for paths that do not exist."""
+    files: list[Path] = []
+    missing: list[FileResult] = []
+    for path in paths:
+        path = path.expanduser()
+        if path.is_file():
+            files.append(path.resolve())
+        elif path.is_dir():
+            files.extend(sorted(p.resolve() for p in path.rglob("*")
+                                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+        else:
+            missing.append(FileResult(str(path), "failed", reason="no such file or folder"))
+    return list(dict.fromkeys(files)), missing
+
+
+def file_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def node_id_for(kb: str, source: str, content_hash: str, position: int) -> str:
+    """Deterministic, so a re-run after a crash writes exactly the nodes an uninterrupted run would."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"askany:{kb}:{source}:{content_hash}:{position}"))
+
+
+class Ingestor:
+    """Turns files into stored, searchable chunks for one knowledge base."""
+
+    def __init__(self, app: AskAny):
+        self.app = app
+        self.settings = app.settings
+        self._count_tokens: Callable[[str], int] | None = None
+
+    # ------------------------------------------------------------ building blocks
+    @property
+    def count_tokens(self) -> Callable[[str], int]:
+        """Counts tokens with the embedding model's own tokenizer, or estimates without it."""
+        if self._count_tokens is None:
+            tokenizer = self.app.models.optional("embedding_tokenizer") if self.settings.embedding_enabled else None
+            if tokenizer is None:
+                log.info("Sizing chunks by an estimate: the embedding tokenizer is not available")
+                self._count_tokens = char_count_tokens
+            else:
+                def count(text: str) -> int:
+                    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+                self._count_tokens = count
+        return self._count_tokens
+
+    def fingerprint(self, kb: str, tags: list[str]) -> str:
+        """Everything besides the file's bytes that decides its chunks and terms; a change re-ingests the file.
+
+        The embedding model is left out on purpose: chunks made without it (sized by an estimate) keep
+        their text and only get their vectors filled in later, and a model change is handled by --reembed.
+        """
+        parts = [PIPELINE_VERSION, kb, ",".join(sorted(tags)), self.app.analyzer.name,
+                 str(self.settings.chunk_size), str(self.settings.chunk_overlap)]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+    def build_nodes(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str,
+                    source: str) -> list[TextNode]:
+        """One file's chunks as LlamaIndex TextNodes: what is stored, searched and cited."""
+        pieces: list[tuple[str, list[str], dict[str, Any], list[str], bool]] = []
+        if loaded.faqs:
+            for entry in loaded.faqs:
+                text = f"问：{entry.question}\n答：{entry.answer}"
+                entry_tags = sorted(set(tags) | set(entry.tags))
+                pieces.append((text, [], {"question": entry.question, "answer": entry.answer},
+                               entry_tags, True))
+        else:
+            for chunk in split_document(loaded.text, self.count_tokens, self.settings.chunk_size,
+                                        self.settings.chunk_overlap):
+                pieces.append((chunk.text, list(chunk.heading_path), {}, tags, False))
+        return [chunk_node(node_id_for(kb, source, content_hash, position), text, f"{kb}:{source}", {
+                    "source": source, "title": loaded.title, "heading_path": heading_path, "position": position,
+                    "kb": kb, "tags": node_tags, "doc_hash": content_hash, "is_faq": is_faq, **extra})
+                for position, (text, heading_path, extra, node_tags, is_faq) in enumerate(pieces)]
+
+    def _record(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str, fingerprint: str,
+                source: str) -> DocumentRecord:
+        nodes = self.build_nodes(loaded, kb, tags, content_hash, source)
+        chunks = chunk_records(nodes, self.app.analyzer.bags([node.text for node in nodes]))
+        return DocumentRecord(kb=kb, source=source, title=loaded.title, kind="faq" if loaded.faqs else "doc",
+                              content_hash=content_hash, fingerprint=fingerprint, tags=tags,
+                              encoding=loaded.encoding, chunks=chunks)
+
+    # ------------------------------------------------------------ the run
+    def run(self, paths: list[Path], kb: str | None = None, tags: list[str] | None = None,
+            sync: bool = False, progress: bool = True,
+            on_result: Callable[[FileResult], None] | None = None) -> IngestReport:
+        kb = (kb or self.settings.default_kb).strip()
+        if not kb:
+            raise AskAnyError("The knowledge base name is empty; pass --kb NAME")
+        tags = sorted({tag.strip() for tag in tags or [] if tag.strip()})
+        started = time.perf_counter()
+        report = IngestReport(kb=kb)
+        files, missing = discover(paths)
+        for result in missing:
+            self._note(report, result, on_result)
+
+        store = self.app.store
+        repaired = store.ensure_keyword_index()
+        if repaired:
+            report.notices.append(repaired)
+        embedder = self._embedder(report)
+        states = store.document_states(kb)
+        fingerprint = self.fingerprint(kb, tags)
+        max_bytes = int(self.settings.max_file_size_mb * 1024 * 1024)
+        pending: list[_Pending] = []
+        pending_chunks = 0
+        # A transaction per group: with vectors, a crash loses at most a group of model work; without
+        # them a group costs milliseconds, and bigger groups mean fewer keyword segments to merge.
+        group = self.settings.ingest_group_chunks if embedder is not None else max(
+            self.settings.ingest_group_chunks, KEYWORD_ONLY_GROUP_CHUNKS)
+
+        from tqdm import tqdm
+
+        from askany.ingestion.workers import parse_all
+
+        examined = (self._examine(path, fingerprint, max_bytes, states.get(str(path))) for path in files)
+        with tqdm(total=len(files), unit="file", desc=f"Ingesting into {kb}", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for item in parse_all(self, examined, kb, tags, fingerprint):
+                if isinstance(item, FileResult):
+                    self._note(report, item, on_result)
+                else:
+                    pending.append(item)
+                    pending_chunks += len(item.record.chunks)
+                    if pending_chunks >= group:
+                        self._flush(pending, embedder, report, on_result)
+                        pending, pending_chunks = [], 0
+                bar.update(1)
+                if progress:  # counted as it goes: recounting the results per file is quadratic
+                    bar.set_postfix(chunks=report.chunks_written, failed=report.failed_count, refresh=False)
+            self._flush(pending, embedder, report, on_result)
+
+        if embedder is not None:
+            report.vectors_written += self._fill_missing_vectors(embedder, progress)
+        if sync:
+            self._sync(kb, paths, files, states, report, on_result)
+        report.awaiting_vectors = store.count_awaiting_vectors()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _note(self, report: IngestReport, result: FileResult,
+              on_result: Callable[[FileResult], None] | None) -> None:
+        if result.status == "failed":
+            log.warning("Skipped %s: %s", result.path, result.reason)
+            report.failed_count += 1
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    def _embedder(self, report: IngestReport) -> Any | None:
+        """The embedding model ready to write vectors, or None (with the reason in the report)."""
+        if not self.settings.embedding_enabled:
+            report.embedding_note = Notice("embedding_off")
+            return None
+        model = self.app.embedding_model()
+        if model is None:
+            error = self.app.models.error("embedding")
+            report.embedding_note = Notice("no_vectors", reason=error)
+            return None
+        self.app.store.ensure_vector_table(self.settings.embedding_model,
+                                           embedding_dimension(model),
+                                           self.settings.hnsw_m, self.settings.hnsw_ef_construction)
+        return model
+
+    def _examine(self, path: Path, fingerprint: str, max_bytes: int,
+                 stored: tuple[str, str] | None) -> FileResult | ParseTask:
+        """Read a file and compare it with what is stored: a result (unchanged, skipped, failed) or a task."""
+        source = str(path)
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            return FileResult(source, "skipped", reason=f"unsupported extension {path.suffix or '(none)'}")
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                return FileResult(source, "failed", reason=f"larger than the {self.settings.max_file_size_mb:g} MB "
+                                                           f"limit (MAX_FILE_SIZE_MB)")
+            if stored is None:
+                return ParseTask(path, source, None, "", False)
+            data = path.read_bytes()
+        except OSError as error:
+            return FileResult(source, "failed", reason=f"unreadable: {error.strerror or error}")
+        content_hash = file_hash(data)
+        if stored == (content_hash, fingerprint):
+            return FileResult(source, "unchanged")
+        return ParseTask(path, source, data, content_hash, True)
+
+    def parse(self, task: ParseTask, kb: str, tags: list[str], fingerprint: str) -> FileResult | _Pending:
+        """A file's document record with its chunks and terms (here or in a worker process)."""
+        data = task.data
+        try:
+            if data is None:
+                data = task.path.read_bytes()
+            loaded = load_file(task.path, int(self.settings.max_file_size_mb * 1024 * 1024), data)
+        except OSError as error:
+            return FileResult(task.source, "failed", reason=f"unreadable: {error.strerror or error}")
+        except FileSkipped as error:
+            return FileResult(task.source, "failed", reason=error.reason)
+        record = self._record(loaded, kb, tags, task.content_hash or file_hash(data), fingerprint, task.source)
+        if not record.chunks:
+            return FileResult(task.source, "failed", reason="no text to index")
+        status: Status = "changed" if task.stored else "new"
+        return _Pending(FileResult(task.source, status, chunks=len(record.chunks)), record)
+
+    def _flush(self, pending: list[_Pending], embedder: Any | None, report: IngestReport,
+               on_result: Callable[[FileResult], None] | None) -> None:
+        if not pending:
+            return
+        if embedder is not None:
+            chunks = [chunk for item in pending for chunk in item.record.chunks]
+            vectors = self._encode(embedder, [chunk.text for chunk in chunks])
+            for chunk, vector in zip(chunks, vectors, strict=True):
+                chunk.embedding = vector
+            report.vectors_written += len(chunks)
+        report.chunks_written += self.app.store.replace_documents([item.record for item in pending])
+        for item in pending:
+            self._note(report, item.result, on_result)
+
+    def _encode(self, embedder: Any, texts: list[str]) -> Any:
+        return embedder.encode(texts, batch_size=self.settings.embedding_batch_size,
+                               normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+
+    def _fill_missing_vectors(self, embedder: Any, progress: bool) -> int:
+        """Vectors for chunks stored earlier without them (no model then, or after --reembed)."""
+        store = self.app.store
+        total = store.count_awaiting_vectors()
+        if not total:
+            return 0
+        from tqdm import tqdm
+
+        written = 0
+        with tqdm(total=total, unit="chunk", desc="Embedding stored chunks", disable=not progress) as bar:
+            for batch in _batches(lambda: store.chunks_awaiting_vectors(self.settings.ingest_group_chunks)):
+                vectors = self._encode(embedder, [text for _, text in batch])
+                store.write_vectors([(chunk_id, vector) for (chunk_id, _), vector in
+                                     zip(batch, vectors, strict=True)])
+                written += len(batch)
+                bar.update(len(batch))
+        return written
+
+    def _sync(self, kb: str, roots: list[Path], files: list[Path], states: dict[str, tuple[str, str]],
+              report: IngestReport, on_result: Callable[[FileResult], None] | None) -> None:
+        """Remove documents under the given roots whose files are gone."""
+        seen = {str(path) for path in files}
+        prefixes = [str(root.expanduser().resolve()) for root in roots]
+        gone = [source for source in states if source not in seen and
+                any(source == prefix or source.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)]
+        self.app.store.delete_documents(kb, gone)
+        for source in gone:
+            self._note(report, FileResult(source, "removed"), on_result)
+
+
+def _batches(fetch: Callable[[], list[tuple[int, str]]]) -> Iterator[list[tuple[int, str]]]:
+    """Keep fetching until nothing is left; a batch seen twice means its vectors could not be stored."""
+    previous: list[int] = []
+    while True:
+        batch = fetch()
+        ids = [chunk_id for chunk_id, _ in batch]
+        if not batch or ids == previous:
+            return
+        previous = ids
+        yield batch

@@ -1,0 +1,259 @@
+"""The one API the front doors call: the CLI (askany/cli), the chat page (askany/web) and the HTTP server.
+
+Each door parses its own input and renders its own output; everything in between (asking,
+retrieving, ingesting paths or uploads, listing and deleting documents, knowledge bases and
+tags, status, evaluation, index maintenance) happens here, with the same rules for all of
+them. Nothing starts until it is used: the database opens on the first call that needs it,
+models load on the first question that needs them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from askany.context import AskAny
+from askany.core.config import Settings, get_settings
+from askany.core.errors import AskAnyError, ModelUnavailableError
+from askany.core.text import estimate_tokens
+from askany.generation import GenerationOptions, Generator, ThinkingSplitter
+from askany.ingestion.pipeline import FileResult, Ingestor, IngestReport
+from askany.retrieval.evaluation import EvalQuery, SetupScore, eval_kb_name, read_queries
+from askany.retrieval.evaluation import evaluate as run_evaluation
+from askany.retrieval.rerank import rerank_scores
+from askany.retrieval.retriever import Mode, RetrievalResult
+from askany.service.encoders import Embeddings, embed, embedding_dimension_of
+from askany.service.qa import QA, QAResult
+from askany.service.uploads import UploadError, remove_uploaded_copy, store_upload
+from askany.storage.store import SearchFilter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeleteResult:
+    deleted: bool
+    kb: str
+    source: str
+    upload_removed: bool = False
+
+
+class Service:
+    """AskAny for a front door: one per process, shared by every request and session."""
+
+    def __init__(self, settings: Settings | None = None, app: AskAny | None = None, qa: QA | None = None):
+        """`app` and `qa` replace the defaults (tests give a QA with a scripted answerer)."""
+        self.app = app or (qa.app if qa is not None else AskAny(settings or get_settings()))
+        self.settings = self.app.settings
+        self._qa = qa
+
+    @property
+    def qa(self) -> QA:
+        if self._qa is None:
+            self._qa = QA(self.app)
+        return self._qa
+
+    # ------------------------------------------------------------ asking
+    def ask_stream(self, question: str, **options: Any) -> Iterator[tuple[str, Any]]:
+        """("thinking" | "answer", text piece) while the answer streams, then ("done", QAResult)."""
+        return self.qa.ask_stream(question, **options)
+
+    def ask(self, question: str, **options: Any) -> QAResult:
+        return self.qa.ask(question, **options)
+
+    def check_question(self, kbs: list[str] | None = None, tags: list[str] | None = None) -> None:
+        """Raise QueryError (one sentence naming the fix) when a question to these knowledge bases and
+        tags could not be answered: an unknown one, or nothing stored. What ask checks first, alone."""
+        self.qa.check(kbs, tags)
+
+    def retrieve(self, query: str, *, mode: Mode = "hybrid", top_k: int | None = None, rerank: bool = True,
+                 kbs: list[str] | None = None, tags: list[str] | None = None,
+                 faq: bool | None = None) -> RetrievalResult:
+        retriever = self.qa.retriever
+        retriever.check_filters(kbs, tags)
+        return retriever.retrieve(query, mode=mode, top_k=top_k, rerank=rerank,
+                                  search_filter=SearchFilter(kbs=kbs or None, tags=tags or None, faq=faq))
+
+    def highlight_terms(self, question: str) -> list[str]:
+        """Terms of a question worth highlighting in passages: words and character pairs, no single characters."""
+        from askany.ingestion.keywords import STOPWORDS, WORD_PREFIX
+
+        found = {term.removeprefix(WORD_PREFIX) for term in self.app.analyzer.terms(question)}
+        return sorted((t for t in found if len(t) >= 2 and t not in STOPWORDS), key=lambda t: (-len(t), t))
+
+    def rerank(self, query: str, documents: list[str], top_n: int | None = None) -> list[tuple[int, float]]:
+        """(index into `documents`, cross-encoder score), best first, the best `top_n` of them.
+
+        Raises ModelUnavailableError (one sentence naming the fix) when the reranker is off or missing.
+        """
+        scores = rerank_scores(self.app, query, documents)
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        return [(index, scores[index]) for index in order[:top_n if top_n is not None else len(order)]]
+
+    def generator(self) -> Generator | None:
+        """The LLM backend (local transformers or an OpenAI-compatible server), loaded on first use;
+        None when LLM_BACKEND=none. Raises ModelUnavailableError when it cannot load."""
+        return self.qa.answerer.generator()
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        """Vectors from the embedding model, as AskAny stores and searches them (batched by
+        EMBEDDING_BATCH_SIZE); raises ModelUnavailableError when it is off or missing."""
+        return embed(self.app, texts)
+
+    def embedding_dimension(self) -> int:
+        return embedding_dimension_of(self.app)
+
+    def chat_stream(self, messages: list[dict[str, str]], *, thinking: bool | None = None,
+                    generation: GenerationOptions | None = None) -> Iterator[tuple[str, str]]:
+        """Plain chat with the LLM, no retrieval: ("thinking" | "answer", text piece) as it writes.
+
+        Raises ModelUnavailableError when no LLM is configured or it cannot load.
+        """
+        generator = self.generator()
+        if generator is None:
+            raise ModelUnavailableError("llm", "No LLM is configured (LLM_BACKEND=none); set LLM_BACKEND to "
+                                        "transformers or openai")
+        enable = self.settings.llm_enable_thinking if thinking is None else thinking
+        splitter = ThinkingSplitter()
+        for piece in generator.stream(messages, enable, generation):
+            yield from splitter.feed(piece)
+        yield from splitter.finish()
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` for the LLM (its tokenizer, or an estimate without one)."""
+        try:
+            generator = self.generator()
+        except ModelUnavailableError:
+            generator = None
+        return generator.count_tokens(text) if generator is not None else estimate_tokens(text)
+
+    # ------------------------------------------------------------ ingesting
+    def ingest(self, paths: list[Path], kb: str | None = None, tags: list[str] | None = None, sync: bool = False,
+               progress: bool = False, on_result: Callable[[FileResult], None] | None = None) -> IngestReport:
+        return Ingestor(self.app).run(paths, kb=kb, tags=tags, sync=sync, progress=progress, on_result=on_result)
+
+    def store_uploads(self, files: list[Path], kb: str | None) -> tuple[dict[str, str], list[FileResult]]:
+        """Copy uploaded files into UPLOAD_DIR/<kb>/ under safe names.
+
+        Returns ({stored path: name as uploaded}, results for the files refused, with the reason).
+        """
+        kb = self.kb_name(kb)
+        accepted: dict[str, str] = {}
+        refused: list[FileResult] = []
+        for path in files:
+            try:
+                accepted[str(store_upload(self.settings.upload_dir, kb, path, self.settings.upload_max_mb))] = path.name
+            except UploadError as error:
+                refused.append(FileResult(path.name, "failed", reason=str(error)))
+        return accepted, refused
+
+    def kb_name(self, kb: str | None) -> str:
+        return (kb or "").strip() or self.settings.default_kb
+
+    # ------------------------------------------------------------ documents, knowledge bases, tags
+    def knowledge_bases(self) -> list[dict[str, Any]]:
+        return self.app.store.knowledge_bases()
+
+    def kb_names(self) -> list[str]:
+        return [kb["kb"] for kb in self.knowledge_bases()]
+
+    def tags(self) -> list[str]:
+        return self.app.store.known_tags()
+
+    def list_documents(self, kb: str | None = None) -> list[dict[str, Any]]:
+        return self.app.store.list_documents(kb or None)
+
+    def delete_document(self, kb: str | None, source: str) -> DeleteResult:
+        """Delete one document; an uploaded one loses its stored copy too (whichever door asks).
+
+        With no knowledge base given, the document's own is used when exactly one holds it.
+        """
+        source = source.strip()
+        if not kb:
+            owners = sorted({d["kb"] for d in self.list_documents() if d["source"] == source})
+            if len(owners) != 1:
+                raise AskAnyError(f"{source} is in {len(owners)} knowledge bases ({', '.join(owners) or 'none'}); "
+                                  "say which with --kb")
+            kb = owners[0]
+        result = DeleteResult(self.app.store.delete_document(kb, source), kb, source)
+        if result.deleted:
+            try:
+                result.upload_removed = remove_uploaded_copy(self.settings.upload_dir, source)
+            except OSError as error:
+                log.warning("Could not remove the uploaded copy %s: %s", source, error)
+        return result
+
+    # ------------------------------------------------------------ status and maintenance
+    def status(self, db_probe: bool = True) -> dict[str, Any]:
+        """What --check reports, plus which model roles this process has loaded."""
+        from askany.models.registry import ROLES
+        from askany.service.status import collect_status
+
+        status = collect_status(self.settings, db_probe=db_probe)
+        status["loaded"] = {role: self.app.models.loaded(role) for role in ROLES}
+        return status
+
+    def model_problems(self) -> dict[str, str]:
+        """Role -> why it is unavailable, for the roles the settings use (nothing is loaded to find out)."""
+        from askany.models.registry import ROLES, role_status
+
+        problems = {}
+        for role in ROLES:
+            error = self.app.models.error(role)
+            if error is not None:
+                problems[role] = str(error)
+                continue
+            state = role_status(self.settings, role)
+            if not state.ok and state.name:  # an unnamed role (HanLP unset) is not a problem
+                problems[role] = state.problem
+        if self.settings.llm_backend != "transformers":
+            problems.pop("llm", None)
+        return problems
+
+    def database_report(self) -> dict[str, Any]:
+        """What --check-db shows: counts per knowledge base, vectors, indexes, samples."""
+        store = self.app.store
+        return {
+            "knowledge_bases": store.knowledge_bases(),
+            "vectors_made_by": store.vector_model(),
+            "chunks_awaiting_vectors": store.count_awaiting_vectors(),
+            "hnsw_index": store.has_hnsw_index(),
+            "keyword_analyzer": self.app.analyzer.name,
+            "keyword_index": store.keywords.needs_rebuild() or "consistent with the chunks",
+            "samples": [{"source": c.source, "heading_path": c.heading_path, "text": c.text[:120]}
+                        for c in store.sample_chunks(3)],
+        }
+
+    def reembed(self, progress: bool = False) -> IngestReport:
+        """Drop every vector and embed all chunks again with EMBEDDING_MODEL (checked first)."""
+        self.app.models.embedding()  # fail now, before dropping anything, when the model is missing
+        self.app.store.drop_vectors()
+        return Ingestor(self.app).run([], progress=progress)
+
+    def rebuild_vector_index(self) -> bool:
+        return self.app.store.rebuild_hnsw_index(self.settings.hnsw_m, self.settings.hnsw_ef_construction)
+
+    def evaluate(self, queries: Path | list[EvalQuery], docs: Path | None = None, kb: str | None = None,
+                 progress: bool = False, setups: list[str] | None = None) -> tuple[list[SetupScore], str | None,
+                                                                                  IngestReport | None]:
+        """Retrieval quality on a question set; with `docs`, that folder is ingested into its own kb first."""
+        questions = read_queries(queries) if isinstance(queries, Path) else queries
+        report = None
+        if docs is not None:
+            if not docs.is_dir():
+                raise AskAnyError(f"--docs {docs} is not a folder")
+            kb = kb or eval_kb_name(docs)
+            report = self.ingest([docs], kb=kb, progress=progress)
+        return run_evaluation(self.app, questions, kb=kb, setups=setups, progress=progress), kb, report
+
+    def warm_up(self) -> None:
+        """Open the database and load the keyword analyzer and the models now, not on the first question."""
+        self.app.store.ensure_keyword_index()
+        self.app.analyzer.terms("预热")
+        for role in ("embedding", "reranker"):
+            self.app.models.optional(role)
+        if self.settings.llm_backend == "transformers":
+            self.app.models.optional("llm")

@@ -1,0 +1,375 @@
+"""Where chunks are stored and searched: documents, chunks, BM25 terms and pgvector vectors.
+
+A document and all its chunks, terms and vectors are written in one
+transaction (`replace_document`), so a query never sees half a document and a
+run killed at any moment leaves either the old version or the new one.
+Vectors live in `chunk_vectors`, created on first use with the embedding
+model's dimension; a chunk without a row there is waiting for its vector.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from askany.core.errors import AskAnyError
+from askany.ingestion.keywords import TermBag
+from askany.storage.database import Database
+from askany.storage.keyword_index import IndexedChunk, KeywordIndex, KeywordIndexCorrupt
+
+REEMBED_COMMAND = "python -m askany.main --reembed"
+
+
+class EmbeddingMismatchError(AskAnyError):
+    """Stored vectors were made by another embedding model than the configured one."""
+
+
+@dataclass
+class ChunkRecord:
+    node_id: str
+    position: int
+    text: str
+    heading_path: list[str]
+    tags: list[str]
+    is_faq: bool
+    terms: TermBag
+    metadata: dict[str, Any] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+
+
+@dataclass
+class DocumentRecord:
+    kb: str
+    source: str
+    title: str
+    kind: str
+    content_hash: str
+    fingerprint: str
+    tags: list[str]
+    encoding: str | None
+    chunks: list[ChunkRecord]
+
+
+@dataclass
+class StoredChunk:
+    id: int
+    node_id: str
+    kb: str
+    source: str
+    title: str
+    position: int
+    text: str
+    heading_path: list[str]
+    tags: list[str]
+    is_faq: bool
+    metadata: dict[str, Any]
+
+
+@dataclass
+class SearchFilter:
+    """Restricts a search to knowledge bases, tags (any of them) and FAQ or document chunks."""
+
+    kbs: list[str] | None = None
+    tags: list[str] | None = None
+    faq: bool | None = None
+
+    def sql(self, alias: str = "c") -> tuple[str, dict[str, Any]]:
+        clauses, params = ["TRUE"], {}
+        if self.kbs:
+            clauses.append(f"{alias}.kb = ANY(%(f_kbs)s)")
+            params["f_kbs"] = list(self.kbs)
+        if self.tags:
+            clauses.append(f"{alias}.tags && %(f_tags)s::text[]")
+            params["f_tags"] = list(self.tags)
+        if self.faq is not None:
+            clauses.append(f"{alias}.is_faq = %(f_faq)s")
+            params["f_faq"] = self.faq
+        return " AND ".join(clauses), params
+
+
+def embedding_identity(model_name: str) -> str:
+    """A model's name without its organisation or folder, so a hub id and its local copy agree."""
+    return Path(model_name.rstrip("/")).name
+
+
+Analyze = Callable[[list[str]], list[TermBag]]
+
+
+class ChunkStore:
+    """Documents and chunks in Postgres, with their keyword index and vectors.
+
+    `analyze` turns chunk texts into keyword terms; it is needed only when the keyword index
+    has to be re-derived from the stored chunks (after an upgrade or damage).
+    """
+
+    def __init__(self, db: Database, analyze: Analyze | None = None, k1: float = 1.2, b: float = 0.75,
+                 keyword_cache_mb: float = 256.0):
+        self.db = db
+        self.keywords = KeywordIndex(db, k1=k1, b=b, cache_mb=keyword_cache_mb)
+        self._analyze = analyze
+
+    # ------------------------------------------------------------ metadata
+    def get_meta(self, key: str) -> str | None:
+        with self.db.connection() as conn:
+            row = conn.execute("SELECT value FROM askany_meta WHERE key = %s", (key,)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _set_meta(conn: psycopg.Connection, key: str, value: str) -> None:
+        conn.execute("INSERT INTO askany_meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = "
+                     "excluded.value", (key, value))
+
+    # ------------------------------------------------------------ vectors table
+    def vector_model(self) -> tuple[str, int] | None:
+        """(model identity, dimension) of the stored vectors, or None before the first vector."""
+        name, dim = self.get_meta("embedding_model"), self.get_meta("embedding_dim")
+        return (name, int(dim)) if name and dim else None
+
+    def check_vector_model(self, model_name: str, dim: int) -> None:
+        stored = self.vector_model()
+        identity = embedding_identity(model_name)
+        if stored and stored != (identity, dim):
+            raise EmbeddingMismatchError(
+                f"The stored vectors were made by {stored[0]} ({stored[1]} dimensions) but EMBEDDING_MODEL is "
+                f"{identity} ({dim} dimensions); re-embed every chunk with: {REEMBED_COMMAND}")
+
+    def ensure_vector_table(self, model_name: str, dim: int, m: int, ef_construction: int) -> None:
+        """Create `chunk_vectors` (with its HNSW index) for this model, or check it matches."""
+        self.check_vector_model(model_name, dim)
+        if self.vector_model():
+            return
+        with self.db.connection() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(4242002)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS chunk_vectors (chunk_id bigint PRIMARY KEY REFERENCES "
+                         f"chunks(id) ON DELETE CASCADE, embedding vector({int(dim)}) NOT NULL)")
+            self._create_hnsw(conn, m, ef_construction)
+            self._set_meta(conn, "embedding_model", embedding_identity(model_name))
+            self._set_meta(conn, "embedding_dim", str(dim))
+
+    @staticmethod
+    def _create_hnsw(conn: psycopg.Connection, m: int, ef_construction: int) -> None:
+        conn.execute(f"CREATE INDEX IF NOT EXISTS chunk_vectors_hnsw ON chunk_vectors USING hnsw "
+                     f"(embedding vector_cosine_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
+
+    def rebuild_hnsw_index(self, m: int, ef_construction: int) -> bool:
+        """Drop and rebuild the HNSW index (fast after a bulk load); False when there are no vectors yet."""
+        if not self.vector_model():
+            return False
+        with self.db.connection() as conn:
+            conn.execute("DROP INDEX IF EXISTS chunk_vectors_hnsw")
+            self._create_hnsw(conn, m, ef_construction)
+        return True
+
+    def has_hnsw_index(self) -> bool:
+        with self.db.connection() as conn:
+            return conn.execute("SELECT to_regclass('chunk_vectors_hnsw') IS NOT NULL").fetchone()[0]
+
+    def drop_vectors(self) -> None:
+        """Forget every vector and the model that made them (for --reembed)."""
+        with self.db.connection() as conn:
+            conn.execute("DROP TABLE IF EXISTS chunk_vectors")
+            conn.execute("DELETE FROM askany_meta WHERE key IN ('embedding_model', 'embedding_dim')")
+
+    def chunks_awaiting_vectors(self, limit: int) -> list[tuple[int, str]]:
+        if not self.vector_model():
+            with self.db.connection() as conn:
+                return conn.execute("SELECT id, text FROM chunks ORDER BY id LIMIT %s", (limit,)).fetchall()
+        with self.db.connection() as conn:
+            return conn.execute(
+                "SELECT c.id, c.text FROM chunks c LEFT JOIN chunk_vectors v ON v.chunk_id = c.id "
+                "WHERE v.chunk_id IS NULL ORDER BY c.id LIMIT %s", (limit,)).fetchall()
+
+    def count_awaiting_vectors(self) -> int:
+        with self.db.connection() as conn:
+            if not self.vector_model():
+                return conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            return conn.execute("SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM chunk_vectors v "
+                                "WHERE v.chunk_id = c.id)").fetchone()[0]
+
+    def write_vectors(self, pairs: list[tuple[int, np.ndarray]]) -> None:
+        """Store vectors for chunks that may have been deleted meanwhile (those are skipped)."""
+        with self.db.connection() as conn:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO chunk_vectors (chunk_id, embedding) SELECT %s, %s WHERE EXISTS "
+                    "(SELECT 1 FROM chunks WHERE id = %s) ON CONFLICT (chunk_id) DO NOTHING",
+                    [(chunk_id, vector, chunk_id) for chunk_id, vector in pairs])
+
+    # ------------------------------------------------------------ documents
+    def document_states(self, kb: str) -> dict[str, tuple[str, str]]:
+        """source -> (content_hash, fingerprint) for every document of a knowledge base."""
+        with self.db.connection() as conn:
+            rows = conn.execute("SELECT source, content_hash, fingerprint FROM documents WHERE kb = %s",
+                                (kb,)).fetchall()
+        return {source: (content_hash, fingerprint) for source, content_hash, fingerprint in rows}
+
+    def replace_documents(self, documents: list[DocumentRecord]) -> int:
+        """Atomically replace these documents (chunks, keyword index, vectors) in one transaction.
+
+        Returns the chunks written. Small keyword segments are merged afterwards, in their own
+        transaction, so a crash there loses nothing. A handful of statements per call, whatever
+        the number of documents: round trips, not rows, are what costs here.
+        """
+        if not documents:
+            return 0
+        chunks = [(doc, chunk) for doc in documents for chunk in doc.chunks]
+        with self.db.connection() as conn:
+            has_vectors = self._has_vector_table(conn)
+            conn.execute("DELETE FROM documents d USING unnest(%s::text[], %s::text[]) AS gone(kb, source) "
+                         "WHERE d.kb = gone.kb AND d.source = gone.source",
+                         ([doc.kb for doc in documents], [doc.source for doc in documents]))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO documents (kb, source, title, kind, content_hash, fingerprint, tags, encoding, "
+                    "chunk_count) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                    [(doc.kb, doc.source, doc.title, doc.kind, doc.content_hash, doc.fingerprint, doc.tags,
+                      doc.encoding, len(doc.chunks)) for doc in documents], returning=True)
+                doc_ids = []
+                while True:
+                    doc_ids.append(cur.fetchone()[0])
+                    if not cur.nextset():
+                        break
+            document_id = {id(doc): doc_id for doc, doc_id in zip(documents, doc_ids, strict=True)}
+            ids = [row[0] for row in conn.execute(
+                "SELECT nextval(pg_get_serial_sequence('chunks', 'id')) FROM generate_series(1, %s)", (len(chunks),))]
+            with conn.cursor() as cur:
+                with cur.copy("COPY chunks (id, node_id, document_id, kb, position, text, heading_path, tags, is_faq, "
+                              "term_count, metadata) FROM STDIN") as copy:
+                    for chunk_id, (doc, chunk) in zip(ids, chunks, strict=True):
+                        copy.write_row((chunk_id, chunk.node_id, document_id[id(doc)], doc.kb, chunk.position,
+                                        chunk.text, chunk.heading_path, chunk.tags, chunk.is_faq, chunk.terms.total,
+                                        json.dumps(chunk.metadata, ensure_ascii=False)))
+                vectors = [(chunk_id, chunk.embedding) for chunk_id, (_, chunk) in zip(ids, chunks, strict=True)
+                           if chunk.embedding is not None]
+                if vectors and has_vectors:
+                    cur.executemany("INSERT INTO chunk_vectors (chunk_id, embedding) VALUES (%s, %s)", vectors)
+            parts = self.keywords.add(conn, [IndexedChunk(chunk_id, doc.kb, chunk.is_faq, chunk.terms, chunk.tags)
+                                             for chunk_id, (doc, chunk) in zip(ids, chunks, strict=True)])
+        self.keywords.maybe_merge(parts)
+        return len(chunks)
+
+    @staticmethod
+    def _has_vector_table(conn: psycopg.Connection) -> bool:
+        return conn.execute("SELECT to_regclass('chunk_vectors') IS NOT NULL").fetchone()[0]
+
+    def delete_document(self, kb: str, source: str) -> bool:
+        return self.delete_documents(kb, [source]) > 0
+
+    def delete_documents(self, kb: str, sources: list[str]) -> int:
+        """Delete documents (their chunks, vectors and keyword postings go with them)."""
+        if not sources:
+            return 0
+        with self.db.connection() as conn:
+            deleted = conn.execute("DELETE FROM documents WHERE kb = %s AND source = ANY(%s)",
+                                   (kb, sources)).rowcount
+        if deleted:
+            self.keywords.maybe_merge_kb(kb)  # segments left mostly deleted are rewritten
+        return deleted
+
+    def list_documents(self, kb: str | None = None) -> list[dict[str, Any]]:
+        with self.db.connection() as conn:
+            cur = conn.execute(
+                "SELECT kb, source, title, kind, chunk_count, tags, ingested_at FROM documents "
+                "WHERE %(kb)s::text IS NULL OR kb = %(kb)s ORDER BY kb, source", {"kb": kb})
+            names = [column.name for column in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def knowledge_bases(self) -> list[dict[str, Any]]:
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT d.kb, count(DISTINCT d.id), coalesce(sum(d.chunk_count), 0), "
+                "count(*) FILTER (WHERE d.kind = 'faq') FROM documents d GROUP BY d.kb ORDER BY d.kb").fetchall()
+        return [{"kb": kb, "documents": docs, "chunks": int(chunks), "faq_files": faqs}
+                for kb, docs, chunks, faqs in rows]
+
+    def known_tags(self) -> list[str]:
+        with self.db.connection() as conn:
+            rows = conn.execute("SELECT DISTINCT unnest(tags) AS tag FROM chunks ORDER BY tag").fetchall()
+        return [row[0] for row in rows]
+
+    def missing(self, kbs: list[str], tags: list[str]) -> tuple[list[str], list[str]]:
+        """The knowledge bases and tags no chunk has: index lookups, not a scan of every chunk."""
+        with self.db.connection() as conn:
+            kb_rows = conn.execute("SELECT k FROM unnest(%s::text[]) k WHERE NOT EXISTS "
+                                   "(SELECT 1 FROM documents d WHERE d.kb = k)", (kbs,)).fetchall() if kbs else []
+            tag_rows = conn.execute("SELECT t FROM unnest(%s::text[]) t WHERE NOT EXISTS "
+                                    "(SELECT 1 FROM chunks c WHERE c.tags @> ARRAY[t])", (tags,)).fetchall() if tags else []
+        return [row[0] for row in kb_rows], [row[0] for row in tag_rows]
+
+    def has_chunks(self, search_filter: SearchFilter | None = None) -> bool:
+        where, params = (search_filter or SearchFilter()).sql()
+        with self.db.connection() as conn:
+            return conn.execute(f"SELECT EXISTS (SELECT 1 FROM chunks c WHERE {where})", params).fetchone()[0]
+
+    def count_chunks(self, search_filter: SearchFilter | None = None) -> int:
+        where, params = (search_filter or SearchFilter()).sql()
+        with self.db.connection() as conn:
+            return conn.execute(f"SELECT count(*) FROM chunks c WHERE {where}", params).fetchone()[0]
+
+    def sample_chunks(self, limit: int = 3) -> list[StoredChunk]:
+        with self.db.connection() as conn:
+            ids = [row[0] for row in conn.execute("SELECT id FROM chunks ORDER BY id LIMIT %s", (limit,))]
+        return list(self.fetch_chunks(ids).values())
+
+    # ------------------------------------------------------------ search
+    def keyword_search(self, terms: list[str], limit: int,
+                       search_filter: SearchFilter | None = None) -> list[tuple[int, float]]:
+        """BM25 (k1, b from the settings) over the chunks in the filter: (chunk id, score), best first."""
+        scope = search_filter or SearchFilter()
+        return self.keywords.search(terms, limit, kbs=scope.kbs, tags=scope.tags, faq=scope.faq)
+
+    def ensure_keyword_index(self) -> str:
+        """Re-derive the keyword index when it does not match the chunks (checked once a process).
+
+        Returns a notice when it had to be rebuilt, else "".
+        """
+        return self.keywords.ensure_ready(self._analyzer())
+
+    def repair_keyword_index(self, reason: str) -> str:
+        """Rebuild the keyword index after damage was found; returns the notice to show."""
+        self.keywords.mark_for_rebuild(reason)
+        return self.ensure_keyword_index()
+
+    def _analyzer(self) -> Analyze:
+        if self._analyze is None:
+            raise KeywordIndexCorrupt("The keyword index must be rebuilt but no analyzer was given")
+        return self._analyze
+
+    def vector_search(self, embedding: np.ndarray, limit: int, ef_search: int,
+                      search_filter: SearchFilter | None = None) -> list[tuple[int, float]]:
+        """Cosine similarity through the HNSW index: (chunk id, similarity), best first."""
+        if not self.vector_model():
+            return []
+        where, params = (search_filter or SearchFilter()).sql()
+        params.update(q=np.asarray(embedding, dtype=np.float32), limit=limit)
+        with self.db.connection() as conn:
+            conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
+            # Filtered HNSW scans keep going until enough rows pass the filter (pgvector 0.8).
+            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            rows = conn.execute(
+                f"SELECT c.id, 1 - (v.embedding <=> %(q)s) AS similarity FROM chunk_vectors v "
+                f"JOIN chunks c ON c.id = v.chunk_id WHERE {where} "
+                f"ORDER BY v.embedding <=> %(q)s LIMIT %(limit)s", params).fetchall()
+        rows = [(row[0], float(row[1])) for row in rows]
+        return sorted(rows, key=lambda row: -row[1])
+
+    def fetch_chunks(self, ids: list[int]) -> dict[int, StoredChunk]:
+        if not ids:
+            return {}
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT c.id, c.node_id, c.kb, d.source, d.title, c.position, c.text, c.heading_path, c.tags, "
+                "c.is_faq, c.metadata FROM chunks c JOIN documents d ON d.id = c.document_id "
+                "WHERE c.id = ANY(%s)", (list(ids),)).fetchall()
+        return {row[0]: StoredChunk(*row) for row in rows}
+
+    def fetch_by_node_ids(self, node_ids: list[str]) -> list[StoredChunk]:
+        with self.db.connection() as conn:
+            ids = [row[0] for row in conn.execute("SELECT id FROM chunks WHERE node_id = ANY(%s)", (node_ids,))]
+        return list(self.fetch_chunks(ids).values())

@@ -1,0 +1,185 @@
+"""The page itself: its layout and wiring (`build_app`), its theme, and the launcher (`serve`).
+
+Never shared, no analytics, no server-side rendering through Node, no MCP or PWA endpoints, a
+theme with system fonts only and no CDN scripts: the page and all its assets come from this
+process. Its CSS and its one script are package data in static/, put inline into the page.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from importlib import resources
+from typing import Any
+
+import gradio as gr
+
+from askany.core.config import Settings
+from askany.service import QUERY_TYPES, Service
+from askany.web.handlers import Conversation, WebUI
+from askany.web.render import escape_markdown, sources_panel
+
+log = logging.getLogger(__name__)
+
+FONT_STACK = ["WenQuanYi Micro Hei", "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", "system-ui",
+              "sans-serif"]
+MONO_STACK = ["ui-monospace", "Consolas", "monospace"]
+
+
+def static_text(name: str) -> str:
+    """A file of askany/web/static/ (package data), read through importlib so it works from a wheel too."""
+    return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
+
+
+def page_theme() -> gr.themes.Base:
+    """Gradio's default look with system fonts only: its Google/remote font stylesheets are never requested."""
+    return gr.themes.Default(font=FONT_STACK, font_mono=MONO_STACK)
+
+
+def private(name: str) -> dict[str, str]:
+    """Event options for a chained, browser-only event: its own name, so it never takes a public
+    endpoint's name (Gradio names endpoints after the function and numbers the clashes)."""
+    return {"api_name": name, "api_visibility": "private"}
+
+
+def build_app(service: Service) -> gr.Blocks:
+    """The whole page: chat, documents and status tabs, wired to a `WebUI` for `service`."""
+    ui = WebUI(service)
+    t, settings = ui.t, service.settings
+    with gr.Blocks(title=t["title"], analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
+        conversation = gr.State(Conversation())
+        gr.Markdown(f"## {escape_markdown(t['title'])}\n{escape_markdown(t['subtitle'])}")
+        banner = gr.HTML("", elem_id="askany-banner", js_on_load=None)
+        with gr.Tabs():
+            with gr.Tab(t["tab_chat"], id="chat"):
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(label=t["chat"], elem_id="askany-chat", height=520,
+                                             latex_delimiters=[], sanitize_html=True, buttons=["copy"],
+                                             feedback_options=None, allow_tags=False)
+                        with gr.Row():
+                            question = gr.Textbox(label=t["question"], placeholder=t["placeholder"],
+                                                  elem_id="askany-question", scale=5, lines=1, max_lines=4,
+                                                  show_label=False, autofocus=True)
+                            send = gr.Button(t["send"], variant="primary", scale=1, elem_id="askany-send")
+                        with gr.Row():
+                            query_type = gr.Radio(
+                                [(t["qt_auto"], "AUTO"), (t["qt_faq"], "FAQ"), (t["qt_docs"], "DOCS")],
+                                value=QUERY_TYPES[0], label=t["query_type"])
+                            kbs = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
+                                              label=t["kbs"])
+                            tags = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
+                                               label=t["tags"])
+                        with gr.Row():
+                            top_k = gr.Slider(1, 20, value=settings.top_k, step=1, label=t["top_k"])
+                            rerank = gr.Checkbox(value=settings.reranker_enabled, label=t["rerank"])
+                            thinking = gr.Checkbox(value=settings.llm_enable_thinking, label=t["thinking"])
+                            clear = gr.Button(t["clear"], variant="secondary")
+                    with gr.Column(scale=2):
+                        gr.Markdown(f"**{escape_markdown(t['sources'])}**")
+                        sources = gr.HTML(sources_panel([], ui.language), elem_id="askany-sources",
+                                          js_on_load=None)
+            with gr.Tab(t["tab_docs"], id="docs"):
+                gr.Markdown(f"### {escape_markdown(t['upload_title'])}")
+                with gr.Row():
+                    files = gr.File(file_count="multiple", label=t["upload_files"], elem_id="askany-files",
+                                    scale=3)
+                    with gr.Column(scale=2):
+                        upload_kb = gr.Dropdown([settings.default_kb], value=settings.default_kb,
+                                                allow_custom_value=True, label=t["upload_kb"])
+                        upload_tags = gr.Textbox(label=t["upload_tags"])
+                        upload_button = gr.Button(t["upload_button"], variant="primary")
+                upload_status = gr.Markdown("")
+                upload_table = gr.Dataframe(headers=[t["col_file"], t["col_status"], t["col_chunks"],
+                                                     t["col_reason"]], value=[], interactive=False,
+                                            label=t["upload_results"], wrap=True)
+                gr.Markdown(f"### {escape_markdown(t['docs_title'])}")
+                with gr.Row():
+                    docs_kb = gr.Dropdown([(t["docs_all"], "")], value="", allow_custom_value=True,
+                                          label=t["docs_kb"])
+                    refresh_docs = gr.Button(t["refresh"])
+                kb_table = gr.Dataframe(headers=[t["col_kb"], t["col_docs"], t["col_faq"], t["col_chunks"]],
+                                        value=[], interactive=False, label=t["kb_summary"])
+                doc_table = gr.Dataframe(headers=[t["col_kb"], t["col_file"], t["col_chunks"], t["col_tags"],
+                                                  t["col_time"], t["col_path"]],
+                                         value=[], interactive=False, label=t["doc_list"], wrap=True)
+                with gr.Row():
+                    doc_pick = gr.Dropdown([], value=None, allow_custom_value=True, label=t["doc_pick"], scale=3)
+                    delete = gr.Button(t["delete"], variant="stop", scale=1)
+                delete_status = gr.Markdown("")
+            with gr.Tab(t["tab_status"], id="status"):
+                gr.Markdown(f"### {escape_markdown(t['status_title'])}")
+                status_html = gr.HTML("", elem_id="askany-status", js_on_load=None)
+                refresh_status = gr.Button(t["refresh"])
+
+        chat_inputs = [question, query_type, kbs, tags, top_k, rerank, thinking, conversation]
+        chat_outputs = [chatbot, sources, question, conversation]
+        send.click(ui.respond, chat_inputs, chat_outputs, api_name="respond", concurrency_limit=2)
+        question.submit(ui.respond, chat_inputs, chat_outputs, api_name="respond_on_enter", api_visibility="private",
+                        concurrency_limit=2)
+        clear.click(ui.clear, None, chat_outputs, api_name="clear")
+
+        lists = [kb_table, doc_table, doc_pick]
+        upload_event = upload_button.click(ui.upload, [files, upload_kb, upload_tags],
+                                           [upload_status, upload_table], api_name="upload")
+        refreshed_choices = [banner, kbs, tags, upload_kb, docs_kb]
+        upload_event.then(ui.list_documents, [docs_kb], lists, **private("documents_after_upload")) \
+            .then(ui.load_page, None, refreshed_choices, **private("choices_after_upload"))
+        refresh_docs.click(ui.list_documents, [docs_kb], lists, api_name="list_documents")
+        docs_kb.change(ui.list_documents, [docs_kb], lists, **private("documents_of_kb"))
+        delete.click(ui.delete_document, [docs_kb, doc_pick], [delete_status, *lists],
+                     api_name="delete_document") \
+            .then(ui.load_page, None, refreshed_choices, **private("choices_after_delete"))
+        refresh_status.click(ui.refresh_status, None, [status_html, banner], api_name="refresh_status")
+
+        blocks.load(ui.load_page, None, refreshed_choices, api_name="load_page") \
+            .then(ui.list_documents, [docs_kb], lists, **private("documents_on_load")) \
+            .then(ui.refresh_status, None, [status_html, banner], **private("status_on_load"))
+    return blocks
+
+
+def warm_up(service: Service) -> None:
+    """Load the tokenizer and models in the background, so the first question is not the slow one."""
+    started = time.perf_counter()
+    try:
+        service.warm_up()
+    except Exception:  # a warm-up failure must not take the page down; the first request reports it
+        log.exception("Warming up the models failed")
+    log.info("Models warmed up in %.1f s", time.perf_counter() - started)
+
+
+def serve(service: Service | None = None, *, host: str | None = None, port: int | None = None,
+          block: bool = True, warm: bool = True) -> gr.Blocks:
+    """Serve the page on UI_HOST:UI_PORT (or `host`/`port`); with block=False return once it listens.
+
+    Never shared, no analytics, no server-side rendering through Node, no MCP
+    or PWA endpoints: the page and all its assets come from this process.
+    """
+    service = service or Service()
+    settings = service.settings
+    blocks = build_app(service)
+    if warm:
+        threading.Thread(target=warm_up, args=(service,), name="askany-warm-up", daemon=True).start()
+    blocks.queue(default_concurrency_limit=1)
+    host = host or settings.ui_host
+    port = port or settings.ui_port
+    log.info("Serving the AskAny page on http://%s:%d", host, port)
+    blocks.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
+                  inbrowser=False, quiet=not block, **mount_options(settings))
+    return blocks
+
+
+def mount(app: Any, service: Service, path: str = "/") -> Any:
+    """The page served under `path` of another FastAPI app (the HTTP server), sharing its process."""
+    return gr.mount_gradio_app(app, build_app(service), path=path, **mount_options(service.settings))
+
+
+def mount_options(settings: Settings) -> dict[str, Any]:
+    """How the page is served, alone (`serve`) or under the HTTP server (`gr.mount_gradio_app`):
+    no SSR through Node, no MCP or PWA endpoints, no monitoring; the page and its assets come from
+    this process."""
+    return {"show_error": True, "max_file_size": int(settings.upload_max_mb * 1024 * 1024), "ssr_mode": False,
+            "pwa": False, "mcp_server": False, "enable_monitoring": False, "footer_links": ["api", "settings"],
+            "theme": page_theme(), "css": static_text("page.css"),
+            "head": f"<script>\n{static_text('page.js')}</script>"}

@@ -1,0 +1,278 @@
+"""The page's Gradio event handlers (`WebUI`) and one browser session's chat state (`Conversation`).
+
+Each handler calls the service layer and hands the result to render.py; it never reaches the
+store, the database or a model loader. A conversation lives in Gradio session state
+(`gr.State`), never in module globals, so two users never see each other's turns.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from askany.core.errors import AskAnyError
+from askany.core.text import split_tags
+from askany.service import FileResult, QAResult, Service, history_for_model, retrieval_query
+from askany.web.i18n import availability_notices, strings
+from askany.web.render import (
+    SOURCE_TURNS_SHOWN,
+    PageTurn,
+    answer_markdown,
+    answer_message,
+    escape_markdown,
+    final_answer_markdown,
+    notice_html,
+    render_banner,
+    render_sources,
+    render_status,
+    sources_panel,
+    thinking_message,
+    user_message,
+)
+
+log = logging.getLogger(__name__)
+
+STREAM_INTERVAL = 0.05  # seconds between streamed updates: enough for the eye, light on the socket
+
+
+def query_terms(service: Service, question: str) -> list[str]:
+    """Words of the question worth highlighting in a passage: the analyzer's words and bigrams."""
+    try:
+        return service.highlight_terms(question)
+    except Exception:  # highlighting is decoration: never fail an answer over it
+        log.exception("Could not compute highlight terms")
+        return []
+
+
+@dataclass
+class Conversation:
+    """One browser session's chat: its turns and the messages shown. Lives in gr.State only."""
+
+    turns: list[PageTurn] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str]:
+    if value is None or value == "":
+        return []
+    return [value] if isinstance(value, str) else [v for v in value if v]
+
+
+class WebUI:
+    """The page's event handlers around the service layer; per-user data arrives and leaves through gr.State."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self.settings = service.settings
+        self.language = service.settings.ui_language
+        self.t = strings(self.language)
+
+    # ------------------------------------------------------------ chat
+    def respond(self, message: str, query_type: str = "AUTO", kbs: Sequence[str] | None = None,
+                tags: Sequence[str] | str | None = None, top_k: float | None = None, rerank: bool = True,
+                thinking: bool = False, conversation: Conversation | None = None
+                ) -> Iterator[tuple[Any, Any, Any, Any]]:
+        """Answer one question, streaming: yields (chat messages, sources panel, question box, state).
+
+        While the answer streams only the chat changes (the other outputs are
+        `gr.skip()`), so each update sends a few characters, not the whole panel.
+        """
+        conversation = conversation if isinstance(conversation, Conversation) else Conversation()
+        question = (message or "").strip()
+        if not question:
+            yield conversation.messages, sources_panel(conversation.turns, self.language), "", conversation
+            return
+        turn_number = len(conversation.turns) + 1
+        search_text, topic = retrieval_query(question, conversation.turns)
+        history = history_for_model(conversation.turns)
+        shown = [*conversation.messages, user_message(question)]
+        panel = sources_panel(conversation.turns, self.language)
+        yield [*shown, answer_message(escape_markdown(self.t["answer_pending"]))], panel, "", conversation
+
+        options = {"query_type": (query_type or "AUTO").upper(), "kbs": _as_list(kbs) or None,
+                   "tags": split_tags(tags) or None, "top_k": int(top_k) if top_k else None,
+                   "rerank": bool(rerank), "thinking": bool(thinking), "history": history}
+        parts = {"thinking": "", "answer": ""}
+        result: QAResult | None = None
+        last_yield = 0.0
+        started = time.perf_counter()
+        thinking_seconds: float | None = None
+        try:
+            for kind, value in self.service.ask_stream(search_text, **options):
+                if kind == "done":
+                    result = value
+                    break
+                parts[kind] += value
+                if kind == "answer" and parts["thinking"] and thinking_seconds is None:
+                    thinking_seconds = time.perf_counter() - started
+                now = time.perf_counter()
+                if now - last_yield >= STREAM_INTERVAL:
+                    last_yield = now
+                    yield self._streaming(shown, parts, turn_number), gr.skip(), gr.skip(), gr.skip()
+        except Exception as error:  # noqa: BLE001 - the chat must say what went wrong, not hang on "…"
+            if isinstance(error, AskAnyError):
+                log.info("Question not answered: %s", error)
+                reason = str(error)
+            else:
+                log.exception("Answering %r failed", question)
+                reason = f"{type(error).__name__}: {error}"
+            conversation.messages = [*shown, answer_message(notice_html(self.t["error"] + reason))]
+            yield conversation.messages, panel, "", conversation
+            return
+        assert result is not None
+        if parts["thinking"] and thinking_seconds is None:
+            thinking_seconds = time.perf_counter() - started
+        terms = query_terms(self.service, search_text)
+        sources_html = render_sources(result, turn_number, terms, self.language)
+        conversation.turns.append(PageTurn(question=question, topic=topic, answer=result.answer.text,
+                                       sources_html=sources_html))
+        for old in conversation.turns[:-(SOURCE_TURNS_SHOWN + 1)]:
+            old.sources_html = ""  # no longer shown: keep the session state small
+        final = list(shown)
+        thought = result.answer.thinking or parts["thinking"]
+        if thought:
+            final.append(thinking_message(thought, self.language, done=True, seconds=thinking_seconds))
+        final.append(answer_message(final_answer_markdown(result, turn_number, self.language)))
+        conversation.messages = final
+        yield final, sources_panel(conversation.turns, self.language), "", conversation
+
+    def _streaming(self, shown: list[dict[str, Any]], parts: dict[str, str], turn: int) -> list[dict[str, Any]]:
+        messages = list(shown)
+        if parts["thinking"]:
+            messages.append(thinking_message(parts["thinking"], self.language, done=bool(parts["answer"])))
+        text = answer_markdown(parts["answer"], turn, ()) if parts["answer"] else "…"
+        messages.append(answer_message(text))
+        return messages
+
+    def clear(self) -> tuple[list[dict[str, Any]], str, str, Conversation]:
+        """Forget this session's conversation."""
+        return [], sources_panel([], self.language), "", Conversation()
+
+    # ------------------------------------------------------------ page load and lists
+    def load_page(self) -> tuple[str, Any, Any, Any, Any]:
+        """Fresh banner, knowledge-base and tag choices for a newly opened page."""
+        kbs, tags = self._kb_names(), self._tags()
+        upload_kb = self.settings.default_kb
+        return (render_banner(availability_notices(self.service, self.language)),
+                gr.update(choices=kbs), gr.update(choices=tags),
+                gr.update(choices=sorted({*kbs, upload_kb}), value=upload_kb),
+                gr.update(choices=[(self.t["docs_all"], ""), *kbs]))
+
+    def _kb_names(self) -> list[str]:
+        try:
+            return self.service.kb_names()
+        except AskAnyError as error:
+            log.warning("Cannot list knowledge bases: %s", error)
+            return []
+
+    def _tags(self) -> list[str]:
+        try:
+            return self.service.tags()
+        except AskAnyError as error:
+            log.warning("Cannot list tags: %s", error)
+            return []
+
+    def list_documents(self, kb: str | None = None) -> tuple[list[list[Any]], list[list[Any]], Any]:
+        """(knowledge-base summary rows, document rows, choices of the delete picker) for `kb` or all."""
+        kb = kb or None
+        summary = [[k["kb"], k["documents"], k["faq_files"], k["chunks"]] for k in self.service.knowledge_bases()]
+        documents = self.service.list_documents(kb)
+        rows = [[d["kb"], Path(d["source"]).name, d["chunk_count"], ", ".join(d["tags"] or []),
+                 d["ingested_at"].strftime("%Y-%m-%d %H:%M") if d.get("ingested_at") else "", d["source"]]
+                for d in documents]
+        choices = [(f"{d['kb']} · {Path(d['source']).name}", d["source"]) for d in documents]
+        return summary, rows, gr.update(choices=choices, value=None)
+
+    def delete_document(self, kb: str | None, source: str | None) -> tuple[str, list[list[Any]], list[list[Any]], Any]:
+        """Delete one document (and its uploaded copy, if it was uploaded here); returns the refreshed lists."""
+        kb, source = (kb or "").strip(), (source or "").strip()
+        if not source:
+            return (self.t["pick_doc"], *self.list_documents(kb))
+        try:  # with "(all)" selected, the document's own knowledge base
+            result = self.service.delete_document(kb or None, source)
+        except AskAnyError:
+            return (self.t["pick_doc"], *self.list_documents(None))
+        name = Path(source).name
+        if result.deleted:
+            message = self.t["deleted"].format(kb=result.kb, name=name)
+            log.info("Deleted %s from %s", source, result.kb)
+        else:
+            message = self.t["not_found"].format(kb=result.kb, name=name)
+        return (message, *self.list_documents(kb))
+
+    # ------------------------------------------------------------ uploads
+    def upload(self, files: Sequence[Any] | None, kb: str | None, tags: str | None,
+               progress: gr.Progress = gr.Progress()) -> Iterator[tuple[str, list[list[Any]]]]:  # noqa: B008
+        """Copy uploads into UPLOAD_DIR/<kb>/ under safe names, ingest them, stream a per-file table."""
+        paths = [_file_path(f) for f in files or [] if _file_path(f)]
+        if not paths:
+            yield self.t["upload_none"], []
+            return
+        kb = (kb or self.settings.default_kb).strip() or self.settings.default_kb
+        stored, refused = self.service.store_uploads([Path(path) for path in paths], kb)
+        rows = [self._row(result.path, result) for result in refused]
+        if stored:
+            yield from self._ingest(stored, kb, split_tags(tags), rows, progress)
+        yield self._summary(rows), rows
+
+    def _ingest(self, accepted: dict[str, str], kb: str, tags: list[str], rows: list[list[Any]],
+                progress: gr.Progress) -> Iterator[tuple[str, list[list[Any]]]]:
+        """Ingest in a worker thread and yield the table as each file's result arrives."""
+        results: queue.Queue[FileResult | BaseException | None] = queue.Queue()
+
+        def work() -> None:
+            try:
+                self.service.ingest([Path(p) for p in accepted], kb=kb, tags=tags, on_result=results.put)
+            except BaseException as error:  # handed to the request thread, which re-raises it
+                results.put(error)
+            finally:
+                results.put(None)
+
+        worker = threading.Thread(target=work, name="askany-upload", daemon=True)
+        worker.start()
+        total, done = len(accepted), 0
+        progress((0, total), desc=self.t["upload_progress"].format(done=0, total=total))
+        while (item := results.get()) is not None:
+            if isinstance(item, BaseException):
+                worker.join()
+                raise item
+            rows.append(self._row(accepted.get(item.path, Path(item.path).name), item))
+            done += 1
+            message = self.t["upload_progress"].format(done=done, total=total)
+            progress((done, total), desc=message)
+            yield message, rows
+        worker.join()
+
+    def _row(self, name: str, result: FileResult) -> list[Any]:
+        return [name, self.t.get(f"status_{result.status}", result.status), result.chunks, result.reason]
+
+    def _summary(self, rows: list[list[Any]]) -> str:
+        counts = {status: sum(1 for row in rows if row[1] == self.t[f"status_{status}"])
+                  for status in ("new", "changed", "unchanged", "failed", "skipped")}
+        return self.t["upload_done"].format(**counts)
+
+    # ------------------------------------------------------------ status
+    def refresh_status(self) -> tuple[str, str]:
+        """(status table, banner): what --check shows, plus which models this process has loaded."""
+        status = self.service.status()
+        return (render_status(status, status["loaded"], self.language),
+                render_banner(availability_notices(self.service, self.language)))
+
+
+def _file_path(item: Any) -> str | None:
+    """The server-side path of an uploaded file, whichever shape Gradio hands it over in."""
+    if item is None:
+        return None
+    if isinstance(item, (str, Path)):
+        return str(item)
+    if isinstance(item, dict):
+        return item.get("path") or item.get("name")
+    return getattr(item, "path", None) or getattr(item, "name", None)

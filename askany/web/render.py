@@ -1,0 +1,239 @@
+"""Pure rendering: the service's results as the page's HTML and chat Markdown. No Gradio, no I/O.
+
+Every piece of document text, file name, answer or notice goes through `html.escape` (and,
+inside the chat, Markdown escaping) before it reaches the page; the only markup is produced
+here, so a document holding ``<script>`` or ``onerror=`` shows as text and never runs, and
+escaped Markdown cannot embed a remote image.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from askany.core.text import CITATION
+from askany.service import QAResult, Source, Turn
+from askany.web.i18n import answer_notices, strings
+
+STAGE_ORDER = ("embed", "keyword", "vector", "rerank", "load", "first_token", "generate", "extract", "total")
+SCORE_STAGES = ("keyword", "vector", "fused", "rerank")
+SOURCE_TURNS_SHOWN = 5  # earlier turns whose sources stay (collapsed) in the sources panel
+
+
+@dataclass
+class PageTurn(Turn):
+    """A conversation turn plus the HTML of its source cards, which the sources panel keeps showing
+    (collapsed) for a few turns; the conversation rules themselves only need the `Turn` part."""
+
+    sources_html: str = ""
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>$])")
+
+
+def escape_markdown(text: str) -> str:
+    """HTML-escaped, Markdown-inert text: tags show as text, ``![x](url)`` cannot fetch an image."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=True))
+
+
+def source_anchor(turn: int, number: int) -> str:
+    return f"askany-t{turn}-s{number}"
+
+
+def answer_markdown(text: str, turn: int, known: Iterable[int]) -> str:
+    """An answer for the chat: escaped, with each citation [n] of a known source linked to its card."""
+    known = set(known)
+    parts: list[str] = []
+    position = 0
+    for match in CITATION.finditer(text):
+        parts.append(escape_markdown(text[position:match.start()]))
+        numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
+        if numbers and all(n in known for n in numbers):
+            parts.append("".join(f'<a href="#{source_anchor(turn, n)}" class="askany-cite">[{n}]</a>'
+                                 for n in numbers))
+        else:
+            parts.append(escape_markdown(match.group(0)))
+        position = match.end()
+    parts.append(escape_markdown(text[position:]))
+    return "".join(parts)
+
+
+def highlight(text: str, terms: Iterable[str]) -> str:
+    """Escaped HTML of `text` with every occurrence of `terms` wrapped in <mark>.
+
+    Matches are found on the raw text and each piece is escaped on its own, so
+    a term can never split an HTML entity or inject markup.
+    """
+    ordered = sorted({t for t in terms if t}, key=len, reverse=True)
+    if not ordered:
+        return html.escape(text)
+    pattern = re.compile("|".join(re.escape(t) for t in ordered), re.IGNORECASE)
+    out: list[str] = []
+    position = 0
+    for match in pattern.finditer(text):
+        out.append(html.escape(text[position:match.start()]))
+        out.append(f"<mark>{html.escape(match.group(0))}</mark>")
+        position = match.end()
+    out.append(html.escape(text[position:]))
+    return "".join(out)
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def render_timings(timings: dict[str, float], language: str = "zh") -> str:
+    """One line of stage times in a fixed order: '关键词检索 3 ms · 重排 40 ms · … · 总计 1.20 s'."""
+    t = strings(language)
+    names = [n for n in STAGE_ORDER if n in timings] + sorted(n for n in timings if n not in STAGE_ORDER)
+    return " · ".join(f"{t.get('stage_' + n, n)} {format_seconds(timings[n])}" for n in names)
+
+
+def render_scores(stages: dict[str, dict[str, float]], language: str = "zh") -> str:
+    t = strings(language)
+    names = [n for n in SCORE_STAGES if n in stages] + sorted(n for n in stages if n not in SCORE_STAGES)
+    parts = []
+    for name in names:
+        stage = stages[name]
+        parts.append(f"{t.get('stage_' + name, name)} #{int(stage.get('rank', 0))} · {stage.get('score', 0.0):.3g}")
+    return html.escape(" | ".join(parts))
+
+
+def render_source(source: Source, turn: int, cited: bool, terms: Sequence[str], language: str = "zh") -> str:
+    """One source card: file name, heading path, badges, the highlighted passage, stage scores."""
+    t = strings(language)
+    name = Path(source.source).name or source.title or source.source
+    where = " › ".join(h for h in source.heading_path if h.strip()) or source.title
+    badges = []
+    if cited:
+        badges.append(f'<span class="askany-badge askany-badge-cited">{html.escape(t["cited"])}</span>')
+    if source.is_faq:
+        badges.append(f'<span class="askany-badge">{html.escape(t["faq"])}</span>')
+    if source.low_confidence:
+        badges.append(f'<span class="askany-badge askany-badge-low">{html.escape(t["low"])}</span>')
+    classes = "askany-source askany-source-cited" if cited else "askany-source"
+    return (
+        f'<div class="{classes}" id="{source_anchor(turn, source.number)}">'
+        f'<div class="askany-source-head"><span class="askany-num">[{source.number}]</span> '
+        f'<span class="askany-file" title="{html.escape(source.source)}">{html.escape(name)}</span> '
+        f'{"".join(badges)}</div>'
+        + (f'<div class="askany-where">{html.escape(where)}</div>' if where else "")
+        + f'<div class="askany-passage">{highlight(source.text, terms)}</div>'
+        f'<div class="askany-scores">{html.escape(t["kb"])} {html.escape(source.kb)} | '
+        f'{render_scores(source.stages, language)}</div></div>')
+
+
+def render_sources(result: QAResult, turn: int, terms: Sequence[str], language: str = "zh") -> str:
+    """All sources of one answer, cited ones marked; empty string when there are none."""
+    cited = set(result.answer.citations)
+    return "".join(render_source(s, turn, s.number in cited, terms, language) for s in result.sources)
+
+
+def sources_panel(turns: Sequence[PageTurn], language: str = "zh") -> str:
+    """The latest turn's sources open, a few earlier turns' collapsed below them."""
+    t = strings(language)
+    if not turns:
+        return f'<div class="askany-sources-empty">{html.escape(t["sources_empty"])}</div>'
+    latest = turns[-1].sources_html or '<div class="askany-sources-empty">—</div>'
+    earlier = []
+    first = max(0, len(turns) - 1 - SOURCE_TURNS_SHOWN)
+    for index in range(len(turns) - 2, first - 1, -1):
+        turn = turns[index]
+        if turn.sources_html:
+            label = t["earlier"].format(n=index + 1, q=turn.question[:40])
+            earlier.append(f'<details class="askany-earlier"><summary>{html.escape(label)}</summary>'
+                           f"{turn.sources_html}</details>")
+    return f'<div class="askany-sources">{latest}{"".join(earlier)}</div>'
+
+
+def final_answer_markdown(result: QAResult, turn: int, language: str = "zh") -> str:
+    """The finished answer message: escaped text with linked citations, kind, notices and stage times."""
+    t = strings(language)
+    numbers = [s.number for s in result.sources]
+    parts = [answer_markdown(result.answer.text, turn, numbers)]
+    kind_label = {"extracted": t["kind_extracted"], "faq": t["kind_faq"]}.get(result.answer.kind)
+    if kind_label:
+        parts.append(f'<span class="askany-kind">{html.escape(kind_label)}</span>')
+    parts += [notice_html(notice) for notice in answer_notices(result, language)]
+    parts.append(f'<div class="askany-timings">{html.escape(t["timings"] + render_timings(result.timings, language))}'
+                 "</div>")
+    return "\n\n".join(parts)
+
+
+def notice_html(text: str) -> str:
+    """A notice as one HTML block of the chat's Markdown: escaped, and on one line, because a blank
+    line would end the block and let Markdown loose on the rest."""
+    return f'<div class="askany-answer-notice">⚠ {html.escape(" ".join(text.split()))}</div>'
+
+
+def render_banner(notices: Sequence[str]) -> str:
+    if not notices:
+        return ""
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in notices)
+    return f'<div class="askany-banner" role="status"><ul>{items}</ul></div>'
+
+
+def render_status(status: dict[str, Any], loaded: dict[str, bool], language: str = "zh") -> str:
+    """The --check report as an HTML table: settings file, database, each model role, tokenizer, device.
+
+    `status["ok"]` already includes the required model roles (see `askany.service.status.required_roles`).
+    """
+    t = strings(language)
+    rows: list[tuple[str, str, str]] = []
+    where = status.get("settings") or {}
+    if where:
+        rows.append(("info", t["settings"], f".env: {where.get('env_file') or '-'}; environment: "
+                                            f"{', '.join(where.get('from_environment') or []) or '-'}"))
+    db = status.get("database", {})
+    if db.get("ok"):
+        kind = "embedded" if db.get("embedded") else "external"
+        rows.append(("ok", t["db"], f"{kind}, {db.get('where')}: PostgreSQL {db.get('server_version')}, "
+                                    f"pgvector {db.get('pgvector')}, {db.get('chunks')} chunks"))
+    elif db.get("ok") is None:
+        rows.append(("info", t["db"], "not probed"))
+    else:
+        rows.append(("bad", t["db"], str(db.get("error"))))
+    for role, state in status.get("models", {}).items():
+        label = t.get(f"role_{role}", role)
+        if not state.get("required") and not state.get("name"):
+            rows.append(("info", label, t["not_configured"]))
+        elif state.get("ok"):
+            how = t["loaded"] if loaded.get(role) else t["available"]
+            rows.append(("ok", label, f"{how}: {state.get('name')} → {state.get('path')} ({state.get('source')})"))
+        else:
+            rows.append(("bad", label, f"{t['unavailable']}: {state.get('problem')}"))
+    rows.append(("info", t["tokenizer"], str(status.get("tokenizer"))))
+    rows.append(("info" if "error" not in str(status.get("device")) else "bad", t["device"],
+                 str(status.get("device"))))
+    marks = {"ok": "✓", "bad": "✗", "info": "·"}
+    body = "".join(f'<tr class="askany-{state}"><td>{marks[state]}</td><td>{html.escape(name)}</td>'
+                   f"<td>{html.escape(detail)}</td></tr>" for state, name, detail in rows)
+    summary = t["all_ok"] if status.get("ok") else t["some_missing"]
+    return (f'<table class="askany-status"><tbody>{body}</tbody></table>'
+            f'<p class="askany-status-summary">{html.escape(summary)}</p>')
+
+
+# --------------------------------------------------------------------------- chat messages
+
+
+def user_message(question: str) -> dict[str, Any]:
+    return {"role": "user", "content": escape_markdown(question)}
+
+
+def thinking_message(text: str, language: str, done: bool, seconds: float | None = None) -> dict[str, Any]:
+    """A collapsed "思考过程" block: Gradio shows messages with a metadata title as a closed accordion."""
+    t = strings(language)
+    metadata: dict[str, Any] = {"title": t["thinking_title"], "status": "done"}
+    if not done:
+        metadata["log"] = t["thinking_live"]
+    elif seconds is not None:
+        metadata["duration"] = round(seconds, 2)
+    return {"role": "assistant", "content": escape_markdown(text), "metadata": metadata}
+
+
+def answer_message(content: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": content}
