@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from askany.context import AskAny
 
 
+SLICE_BATCHES = 8  # batches encoded per call
+
+
 @dataclass
 class Embeddings:
     vectors: np.ndarray  # one float32 row per text, normalized as stored vectors are
@@ -44,9 +47,14 @@ def embed(app: AskAny, texts: list[str]) -> Embeddings:
     dimension = embedding_dimension_of(app)
     if not texts:
         return Embeddings(np.zeros((0, dimension), dtype=np.float32), 0, app.settings.embedding_model, dimension)
-    vectors = model.encode(texts, batch_size=app.settings.embedding_batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
-    limit = getattr(model, "max_seq_length", None) or None
-    ids = model.tokenizer(texts, add_special_tokens=True, truncation=limit is not None, max_length=limit)["input_ids"]
-    return Embeddings(np.asarray(vectors, dtype=np.float32), sum(len(row) for row in ids),
-                      app.settings.embedding_model, dimension)
+    # One pass: the model's own outputs carry each text's attention mask, so the usage count costs no
+    # second tokenization. In slices, so the token embeddings kept alongside stay small.
+    size = app.settings.embedding_batch_size
+    rows, tokens = [], 0
+    for start in range(0, len(texts), size * SLICE_BATCHES):
+        outputs = model.encode(texts[start:start + size * SLICE_BATCHES], batch_size=size,
+                               normalize_embeddings=True, output_value=None, show_progress_bar=False)
+        rows += [output["sentence_embedding"].float().cpu().numpy() for output in outputs]
+        tokens += sum(int(output["attention_mask"].sum()) for output in outputs)
+    return Embeddings(np.stack(rows).astype(np.float32, copy=False), tokens, app.settings.embedding_model,
+                      dimension)

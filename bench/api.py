@@ -1,0 +1,227 @@
+"""The HTTP API under load: 16 concurrent clients for 60 s mixing embeddings, rerank and chat.
+
+    python bench/api.py                                   # tiny models, 16 clients, 60 s
+    python bench/api.py --clients 4 --seconds 10          # a quick check of the script
+
+The server is the product itself, `python -m askany.main --serve`, in its own process on
+loopback (the sample documents ingested first through the CLI). Two measurements, one run:
+
+1. Embedding overhead: the same passages, in the same batches, encoded directly with
+   `model.encode` in this process and sent through POST /v1/embeddings one request at a time;
+   overhead = API time / direct time - 1 (target: at most 15 %).
+2. Mixed load: N client threads, each looping over embeddings (a batch of 8 passages),
+   rerank (a question and 10 passages) and grounded chat (streamed and not, 8 new tokens) for
+   the given seconds. Per endpoint: requests, requests/s, p50/p95 latency, errors (target: zero).
+
+Results: stdout (table) and bench/results/api.json, with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import common
+
+PASSAGES = [line.strip() for line in (common.ROOT / "ingest" / "samples" / "k8s-运维手册.md").read_text(
+    encoding="utf-8").splitlines() if len(line.strip()) > 8]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def environment(data_dir: Path, models: dict[str, Path], port: int) -> dict[str, str]:
+    return {**os.environ, "DATA_DIR": str(data_dir), "MODELS_DIR": str(data_dir / "models"),
+            "EMBEDDING_MODEL": str(models["embedding"]), "RERANKER_MODEL": str(models["reranker"]),
+            "LLM_MODEL": str(models["llm"]), "LLM_BACKEND": "transformers", "LLM_MAX_NEW_TOKENS": "8",
+            "DEVICE": "cpu", "API_PORT": str(port), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(common.ROOT)}
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "askany.main", "--serve"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            # Ready once the warm-up has loaded every model: measuring while it loads them in the
+            # background made the API look 30-60 % slower than it is.
+            if health.status_code == 200 and all(m["loaded"] for m in health.json()["models"].values() if m["ok"]):
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.kill()
+    raise SystemExit("the server did not answer /health within 120 s")
+
+
+def embedding_overhead(base: str, model_dir: Path, batches: int, batch_size: int) -> dict[str, Any]:
+    import httpx
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    texts = [list(itertools.islice(itertools.cycle(PASSAGES), i * batch_size, (i + 1) * batch_size))
+             for i in range(batches)]
+    with httpx.Client(timeout=120) as client:
+        model.encode(texts[0], normalize_embeddings=True)  # warm both sides up
+        client.post(base + "/v1/embeddings", json={"input": texts[0], "encoding_format": "float"})
+        # Interleaved, batch by batch, so both sides see the same machine (the load of a shared
+        # 2-core box drifts by tens of percent within a minute).
+        direct = api = 0.0
+        for batch in texts:
+            started = time.perf_counter()
+            model.encode(batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+            direct += time.perf_counter() - started
+            started = time.perf_counter()
+            response = client.post(base + "/v1/embeddings", json={"input": batch, "encoding_format": "base64"})
+            api += time.perf_counter() - started
+            response.raise_for_status()
+    passages = batches * batch_size
+    return {"passages": passages, "direct_s": round(direct, 3), "api_s": round(api, 3),
+            "direct_per_s": round(passages / direct, 1), "api_per_s": round(passages / api, 1),
+            "overhead": round(api / direct - 1, 4)}
+
+
+def mixed_load(base: str, clients: int, seconds: float) -> dict[str, Any]:
+    import httpx
+
+    requests: list[tuple[str, dict[str, Any], bool]] = [
+        ("embeddings", {"input": PASSAGES[:8], "model": "bge-m3"}, False),
+        ("rerank", {"query": "如何回滚发布？", "documents": PASSAGES[:10], "top_n": None}, False),
+        ("chat", {"model": "askany@bench", "messages": [{"role": "user", "content": "如何回滚发布？"}],
+                  "max_tokens": 8}, False),
+        ("chat (stream)", {"model": "askany@bench", "messages": [{"role": "user", "content": "数据库怎么备份？"}],
+                           "max_tokens": 8, "stream": True}, True),
+    ]
+    latencies: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, list[str]] = defaultdict(list)
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client(number: int) -> None:
+        with httpx.Client(timeout=300) as http:
+            for name, body, stream in itertools.islice(itertools.cycle(requests), number, None):
+                if time.monotonic() >= stop_at:
+                    return
+                path = "/v1/rerank" if name == "rerank" else "/v1/embeddings" if name == "embeddings" \
+                    else "/v1/chat/completions"
+                started = time.perf_counter()
+                problem = None
+                try:
+                    if stream:
+                        with http.stream("POST", base + path, json=body) as response:
+                            lines = [line for line in response.iter_lines() if line]
+                            if response.status_code != 200 or lines[-1] != "data: [DONE]":
+                                problem = f"{response.status_code} {lines[-3:]}"
+                    else:
+                        response = http.post(base + path, json=body)
+                        if response.status_code != 200:
+                            problem = f"{response.status_code} {response.text[:200]}"
+                except httpx.HTTPError as error:
+                    problem = repr(error)
+                elapsed = time.perf_counter() - started
+                with lock:
+                    (errors[name].append(problem) if problem else latencies[name].append(elapsed))
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    result = {}
+    for name, _, _ in requests:
+        values = latencies[name]
+        result[name] = {"requests": len(values), "errors": len(errors[name]), "per_s": round(len(values) / wall, 2),
+                        "p50_ms": round(common.percentile(values, 50) * 1000, 1) if values else None,
+                        "p95_ms": round(common.percentile(values, 95) * 1000, 1) if values else None,
+                        "first_errors": errors[name][:3]}
+    return {"clients": clients, "seconds": round(wall, 1), "endpoints": result,
+            "total_per_s": round(sum(len(v) for v in latencies.values()) / wall, 2),
+            "errors": sum(len(e) for e in errors.values())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--embedding", default="tiny")
+    parser.add_argument("--reranker", default="tiny")
+    parser.add_argument("--llm", default="tiny")
+    parser.add_argument("--batches", type=int, default=100, help="embedding-overhead batches")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--models-cache", type=Path, default=common.DEFAULT_MODELS_CACHE)
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the embedding overhead (for real-architecture models, where load is too slow)")
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+
+    models = {role: common.model_path(getattr(args, role), role, args.models_cache)
+              for role in ("embedding", "reranker", "llm")}
+    info = common.machine()
+    with common.fresh_data_dir() as data_dir:
+        port = free_port()
+        env = environment(data_dir, models, port)
+        common.log("Ingesting the sample documents through the CLI ...")
+        subprocess.run([sys.executable, "-m", "askany.main", "--ingest", str(common.ROOT / "ingest" / "samples"),
+                        "--kb", "bench", "--no-progress"], env=env, check=True, stdout=subprocess.DEVNULL)
+        server = start_server(env, port)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            common.log("Embedding overhead: direct model.encode vs POST /v1/embeddings ...")
+            overhead = embedding_overhead(base, models["embedding"], args.batches, args.batch_size)
+            load = None
+            if not args.overhead_only:
+                common.log(f"Mixed load: {args.clients} clients for {args.seconds:g} s ...")
+                load = mixed_load(base, args.clients, args.seconds)
+        finally:
+            server.terminate()
+            server.wait(30)
+            _stop_pg(data_dir)
+    info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+
+    if load is not None:
+        rows = [[name, r["requests"], r["per_s"], r["p50_ms"], r["p95_ms"], r["errors"]]
+                for name, r in load["endpoints"].items()]
+        print(common.table(["endpoint", "requests", "req/s", "p50 ms", "p95 ms", "errors"], rows))
+        print(f"\nall endpoints: {load['total_per_s']} req/s over {load['seconds']} s with {load['clients']} "
+              f"clients, {load['errors']} errors  [{common.verdict(load['errors'] == 0)}: zero errors]")
+    print(f"embeddings, {overhead['passages']} passages in batches of {args.batch_size}: direct "
+          f"{overhead['direct_per_s']}/s, through the API {overhead['api_per_s']}/s, overhead "
+          f"{overhead['overhead']:+.1%}  [{common.verdict(overhead['overhead'] <= 0.15)}: <= 15 %]")
+    print(f"load average: start {info['load_average_at_start']}, end {info['load_average_at_end']}")
+    path = common.write_json("api.json", {"machine": info, "models": {k: str(v) for k, v in models.items()},
+                                          "embedding_overhead": overhead, "mixed_load": load}, args.output)
+    common.log(f"Wrote {path}")
+    return 0 if (load is None or load["errors"] == 0) and overhead["overhead"] <= 0.15 else 1
+
+
+def _stop_pg(data_dir: Path) -> None:
+    """The server process started the embedded PostgreSQL; stop it so the folder can go."""
+    try:
+        import pgserver
+
+        pgserver.get_server(data_dir / "pgdata").cleanup()
+    except Exception as error:  # noqa: BLE001 - best effort at the end of a run
+        common.log(f"Could not stop the embedded PostgreSQL: {error}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
