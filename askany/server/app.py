@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from askany.server import chat, encoders
+from askany.server import chat, documents, encoders
 from askany.server.catalog import model_list
 from askany.server.errors import error_response, install
 from askany.server.middleware import APIGate, BodyTooLarge
@@ -51,6 +51,7 @@ def create_app(service: Service, *, with_page: bool = True) -> Any:
 
     api.include_router(encoders.router)
     api.include_router(chat.router)
+    api.include_router(documents.router)
     page = None
     if with_page:
         from askany.web import mount

@@ -16,7 +16,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The API's own endpoints, reachable with or without the /v1 prefix.
-API_PATHS = ("models", "embeddings", "rerank", "chat/completions", "health")
+API_PATHS = ("models", "embeddings", "rerank", "chat/completions", "documents", "health")
 _DOUBLE_SLASH = re.compile(r"/{2,}")
 _API = re.compile(r"^/(?:v1/)?(" + "|".join(re.escape(p) for p in API_PATHS) + r")(/.*)?$")
 OPEN_PATHS = ("/health", "/v1/health")

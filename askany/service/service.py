@@ -176,7 +176,7 @@ class Service:
             owners = sorted({d["kb"] for d in self.list_documents() if d["source"] == source})
             if len(owners) != 1:
                 raise AskAnyError(f"{source} is in {len(owners)} knowledge bases ({', '.join(owners) or 'none'}); "
-                                  "say which with --kb")
+                                  "name the knowledge base (--kb, or kb in the request)")
             kb = owners[0]
         result = DeleteResult(self.app.store.delete_document(kb, source), kb, source)
         if result.deleted:

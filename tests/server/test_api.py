@@ -308,3 +308,10 @@ def test_the_page_is_served_at_the_root_next_to_the_api(pg_data_dir: Path, tmp_p
         page = get(base, "/")
         assert page.status_code == 200 and "<html" in page.text.lower()
         assert get(base, "/v1/models").json()["object"] == "list"
+
+
+def test_only_loopback_addresses_count_as_private() -> None:
+    from askany.server.app import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.com")
