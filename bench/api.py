@@ -42,11 +42,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def environment(data_dir: Path, models: dict[str, Path], port: int) -> dict[str, str]:
+def environment(data_dir: Path, models: dict[str, Path], port: int, batch_size: int = 16) -> dict[str, str]:
     return {**os.environ, "DATA_DIR": str(data_dir), "MODELS_DIR": str(data_dir / "models"),
             "EMBEDDING_MODEL": str(models["embedding"]), "RERANKER_MODEL": str(models["reranker"]),
             "LLM_MODEL": str(models["llm"]), "LLM_BACKEND": "transformers", "LLM_MAX_NEW_TOKENS": "8",
-            "DEVICE": "cpu", "API_PORT": str(port), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(common.ROOT)}
+            "DEVICE": "cpu", "API_PORT": str(port), "EMBEDDING_BATCH_SIZE": str(batch_size), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(common.ROOT)}
 
 
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
@@ -178,7 +178,7 @@ def main() -> int:
     info = common.machine()
     with common.fresh_data_dir() as data_dir:
         port = free_port()
-        env = environment(data_dir, models, port)
+        env = environment(data_dir, models, port, args.batch_size)  # the server encodes in the same batches
         common.log("Ingesting the sample documents through the CLI ...")
         subprocess.run([sys.executable, "-m", "askany.main", "--ingest", str(common.ROOT / "ingest" / "samples"),
                         "--kb", "bench", "--no-progress"], env=env, check=True, stdout=subprocess.DEVNULL)
