@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -101,6 +102,14 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
         else:
             missing.append(FileResult(str(path), "failed", reason="no such file or folder"))
     return list(dict.fromkeys(files)), missing
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def file_hash(data: bytes) -> str:
@@ -258,6 +267,9 @@ class Ingestor:
                  stored: tuple[str, str] | None) -> FileResult | ParseTask:
         """Read a file and compare it with what is stored: a result (unchanged, skipped, failed) or a task."""
         source = str(path)
+        if not is_utf8(source):  # a name from another system's encoding: Postgres cannot store it as text
+            return FileResult(os.fsencode(path).decode("utf-8", "replace"), "failed",
+                              reason="the file name is not valid UTF-8: rename the file")
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             return FileResult(source, "skipped", reason=f"unsupported extension {path.suffix or '(none)'}")
         try:

@@ -267,3 +267,30 @@ def test_store_works_as_a_llamaindex_vector_store(make_app, tiny_embedding_dir) 
     nodes = index.as_retriever(similarity_top_k=3).retrieve("如何回滚发布？")
     assert len(nodes) == 3 and all(node.node.metadata["kb"] == "li" for node in nodes)
     assert all(node.node.metadata["source"].endswith((".md", ".txt", ".json")) for node in nodes)
+
+
+@pytest.mark.usefixtures("empty_db")
+def test_hostile_text_and_names_do_not_sink_the_good_files(make_app, tmp_path: Path) -> None:
+    import os
+
+    from askany.ingestion.loaders.registry import storable
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "faq.json").write_text('[{"question": "密码\\u0000重置", "answer": "找管理员"},'
+                                     ' {"question": "VPN", "answer": "先装客户端\\ud800"}]', encoding="utf-8")
+    (folder / "good.md").write_text("# 报销\n\n差旅报销三十天内提交。\n", encoding="utf-8")
+    bad_name = os.fsdecode(os.fsencode(folder) + b"/n\xffame.md")
+    Path(bad_name).write_text("坏名字", encoding="utf-8")
+
+    report = Ingestor(make_app()).run([folder], kb="hostile", progress=False)
+
+    by_status = {r.status: r for r in report.results if r.status == "failed"}
+    assert by_status["failed"].reason == "the file name is not valid UTF-8: rename the file"
+    assert report.failed_count == 1 and {r.status for r in report.results} == {"new", "failed"}
+    app = make_app()
+    texts = [c.text for c in app.store.fetch_chunks(
+        [cid for cid, _ in app.store.keyword_search(app.analyzer.terms("密码 重置 客户端 报销"), 10, None)]).values()]
+    assert any("密码重置" in t for t in texts) and any("客户端\ufffd" in t for t in texts)
+    assert any("报销" in t for t in texts)
+    assert storable("a\x00b\ud800") == "ab\ufffd"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,13 +145,25 @@ def _load(path: Path, max_bytes: int, data: bytes | None) -> LoadedFile:
     loader = _LOADERS.get(suffix) or _LOADERS[_FALLBACK_SUFFIX]
     parsed = loader.parse(data, path.stem)
     if isinstance(parsed, Faqs):
-        if not parsed.entries:
+        entries = [FaqEntry(storable(e.question), storable(e.answer), [storable(t) for t in e.tags])
+                   for e in parsed.entries]
+        entries = [e for e in entries if e.question.strip() and e.answer.strip()]
+        if not entries:
             raise FileSkipped("no valid FAQ entries (need question and answer)")
-        return LoadedFile(path, path.stem, "", parsed.entries, parsed.encoding)
-    text = parsed.text.strip()
+        return LoadedFile(path, storable(path.stem), "", entries, parsed.encoding)
+    text = storable(parsed.text).strip()
     if not text:
         raise FileSkipped(loader.empty_reason)
-    return LoadedFile(path, parsed.title, text, [], parsed.encoding)
+    return LoadedFile(path, storable(parsed.title), text, [], parsed.encoding)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """Text Postgres and UTF-8 can hold: NUL (which a JSON "\\u0000" or a PDF's text layer can
+    carry) dropped, lone surrogates ("\\ud800") replaced by U+FFFD."""
+    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
 
 
 def _read_bytes(path: Path, max_bytes: int, suffix: str) -> bytes:
