@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import unicodedata
@@ -10,7 +11,6 @@ from pathlib import Path
 from askany.core.errors import AskAnyError
 
 MAX_NAME_BYTES = 200
-
 
 
 class UploadError(AskAnyError):
@@ -49,10 +49,33 @@ def safe_upload_name(name: str) -> str:
     return stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(". ") + suffix
 
 
+_FOLDER_UNSAFE = set('/\\%:*?"<>|')
+
+
+def kb_folder_name(kb: str) -> str:
+    """A knowledge base's upload folder name: one folder per name, never shared by two names.
+
+    Characters a folder name cannot hold (separators, Windows-reserved ones, controls, ``%``
+    itself, a leading dot) are percent-encoded, so the name reads as itself when it can and
+    ``urllib.parse.unquote`` gives the knowledge base back: ``evil/main`` is ``evil%2Fmain``, never
+    ``main``. A name too long for a folder keeps its start and gets a hash of the whole.
+    """
+    folder = "".join(ch if ch.isprintable() and ch not in _FOLDER_UNSAFE
+                     else "".join(f"%{byte:02X}" for byte in ch.encode("utf-8", "surrogatepass")) for ch in kb)
+    if folder.startswith("."):
+        folder = "%2E" + folder[1:]
+    if len(folder.encode("utf-8")) > MAX_NAME_BYTES:
+        digest = hashlib.sha256(kb.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        folder = folder.encode("utf-8")[:MAX_NAME_BYTES - 17].decode("utf-8", "ignore") + "~" + digest
+    return folder
+
+
 def upload_destination(upload_dir: Path, kb: str, name: str) -> Path:
-    """Where an upload is stored: ``UPLOAD_DIR/<kb>/<safe name>``, checked to be inside UPLOAD_DIR."""
+    """Where an upload is stored: ``UPLOAD_DIR/<kb folder>/<safe name>``, checked to be inside UPLOAD_DIR."""
+    if not kb.strip():
+        raise UploadError("The knowledge base name is empty")
     root = upload_dir.expanduser().resolve()
-    target = (root / safe_upload_name(kb) / safe_upload_name(name)).resolve()
+    target = (root / kb_folder_name(kb) / safe_upload_name(name)).resolve()
     if not target.is_relative_to(root) or target.parent == root:
         raise UploadError(f"The file name {name!r} would leave the upload folder; rename the file")
     return target

@@ -50,3 +50,20 @@ def test_cli_page_and_api_delete_alike(make_app, run_cli, pg_data_dir: Path, tmp
         assert gone(service, "hr", via_api)
         again = httpx.delete(base + "/v1/documents", params={"kb": "hr", "source": via_api}, timeout=60)
         assert again.status_code == 404 and again.json()["error"]["code"] == "document_not_found"
+
+
+@pytest.mark.usefixtures("empty_db")
+def test_knowledge_bases_never_share_an_upload_folder(make_app, tmp_path: Path) -> None:
+    from urllib.parse import unquote
+
+    from askany.service.uploads import kb_folder_name
+
+    service = Service(app=make_app())
+    main = uploaded(service, tmp_path, "main", "same.md")
+    evil = uploaded(service, tmp_path, "evil/main", "same.md")
+    assert main != evil and Path(evil).parent.name == "evil%2Fmain"
+    assert service.delete_document("evil/main", evil).upload_removed
+    assert Path(main).is_file() and any(d["source"] == main for d in service.list_documents("main"))
+    for kb in ("..", ".", "a/../b", "财务\\报销", "x%2Fy", "CON:"):
+        folder = kb_folder_name(kb)
+        assert "/" not in folder and "\\" not in folder and not folder.startswith(".") and unquote(folder) == kb

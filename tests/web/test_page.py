@@ -66,9 +66,12 @@ def test_safe_upload_name_cuts_long_names_keeping_the_extension() -> None:
 def test_upload_destination_stays_inside(tmp_path: Path) -> None:
     root = tmp_path / "uploads"
     assert upload_destination(root, "default", "../../x.md") == (root / "default" / "x.md").resolve()
-    assert upload_destination(root, "../../etc", "a.md") == (root / "etc" / "a.md").resolve()
+    # A knowledge base name is encoded, not folded: "../../etc" gets its own folder inside the root
+    # (folding it to "etc" made two knowledge bases share files).
+    assert upload_destination(root, "../../etc", "a.md") == (root / "%2E.%2F..%2Fetc" / "a.md").resolve()
+    assert upload_destination(root, "..", "a.md").parent.parent == root.resolve()
     with pytest.raises(UploadError):
-        upload_destination(root, "..", "a.md")
+        upload_destination(root, "  ", "a.md")
 
 
 def test_follow_up_questions_are_searched_with_their_topic() -> None:
@@ -330,7 +333,7 @@ def test_sessions_are_separate_and_follow_ups_use_the_conversation(make_app, ser
 
 @pytest.mark.usefixtures("empty_db")
 def test_uploaded_names_cannot_leave_the_upload_folder(make_app, serve_page, upload_root, tmp_path) -> None:
-    """Names with ../, backslashes, bidi and zero-width characters land inside UPLOAD_DIR/<kb>/."""
+    """Names with ../, backslashes, bidi and zero-width characters land inside UPLOAD_DIR/<kb folder>/."""
     from gradio_client import handle_file
 
     app = make_app(upload_max_mb=0.01)
@@ -348,7 +351,8 @@ def test_uploaded_names_cannot_leave_the_upload_folder(make_app, serve_page, upl
                                                              "orig_name": "../../../../逃逸2.md"}],
                                    "../../kb", "", api_name="/upload")
     stored = sorted(str(p.relative_to(upload_root)) for p in upload_root.rglob("*") if p.is_file())
-    assert len(stored) == 2 and all(p.startswith("kb/") and "/" not in p[3:] for p in stored), stored
+    folder = "%2E.%2F..%2Fkb/"  # the knowledge base "../../kb" has its own folder, encoded, inside the root
+    assert len(stored) == 2 and all(p.startswith(folder) and "/" not in p[len(folder):] for p in stored), stored
     assert not any(ch in "".join(stored) for ch in "\u202e\u200b\\")
     assert not list(tmp_path.glob("逃逸*")) and not list(Path("/").glob("逃逸*"))
     assert all(row[1] == "新增" for row in table_rows(table)), table
