@@ -8,6 +8,7 @@ sentence on stderr and exit status 2; failed files during ingestion give 1.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import warnings
@@ -95,44 +96,28 @@ def configure_logging(verbose: bool) -> None:
     environment.default_runtime_dir()
 
 
-MODEL_COMMANDS = [("download_models", "download"), ("import_hf_cache", "import_cache"),
-                  ("import_models", "import_bundle"), ("export_models", "export"), ("verify_models", "verify")]
+# (options that ask for it, module in askany.cli, handler), run in this order when given.
+COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
+    (("check",), "commands", "check"), (("ingest",), "commands", "ingest"), (("reembed",), "commands", "reembed"),
+    (("delete_doc",), "commands", "delete_doc"), (("create_index",), "commands", "create_index"),
+    (("check_db",), "commands", "check_db"), (("query", "query_text"), "commands", "query"),
+    (("eval",), "commands", "evaluate"), (("download_models",), "model_commands", "download"),
+    (("import_hf_cache",), "model_commands", "import_cache"), (("import_models",), "model_commands", "import_bundle"),
+    (("export_models",), "model_commands", "export"), (("verify_models",), "model_commands", "verify"),
+]
+
+
+def given(value: object) -> bool:
+    """An option the user gave: a flag that is set, a value, or an empty list (`--ingest` alone)."""
+    return value is not None and value is not False and value != ""
 
 
 def run(args: argparse.Namespace) -> int:
-    from askany.cli import commands
-
     status = 0
     ran = False
-    if args.check:
-        status = max(status, commands.check(args))
-        ran = True
-    if args.ingest is not None:
-        status = max(status, commands.ingest(args))
-        ran = True
-    if args.reembed:
-        status = max(status, commands.reembed(args))
-        ran = True
-    if args.delete_doc:
-        status = max(status, commands.delete_doc(args))
-        ran = True
-    if args.create_index:
-        status = max(status, commands.create_index(args))
-        ran = True
-    if args.check_db:
-        status = max(status, commands.check_db(args))
-        ran = True
-    if args.query is not None or args.query_text is not None:
-        status = max(status, commands.query(args))
-        ran = True
-    if args.eval is not None:
-        status = max(status, commands.evaluate(args))
-        ran = True
-    for option, handler in MODEL_COMMANDS:
-        if getattr(args, option) not in (None, False):
-            from askany.cli import model_commands
-
-            status = max(status, getattr(model_commands, handler)(args))
+    for options, module, handler in COMMANDS:
+        if any(given(getattr(args, option)) for option in options):
+            status = max(status, getattr(importlib.import_module(f"askany.cli.{module}"), handler)(args))
             ran = True
     if args.serve:
         from askany.server import serve as serve_api

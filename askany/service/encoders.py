@@ -35,8 +35,8 @@ def embedding_model_or_raise(app: AskAny):  # noqa: ANN201 - a SentenceTransform
     return model
 
 
-def embedding_dimension_of(app: AskAny) -> int:
-    model = embedding_model_or_raise(app)
+def embedding_dimension_of(app: AskAny, model: object | None = None) -> int:
+    model = model or embedding_model_or_raise(app)
     return int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
                else model.get_sentence_embedding_dimension())
 
@@ -44,7 +44,7 @@ def embedding_dimension_of(app: AskAny) -> int:
 def embed(app: AskAny, texts: list[str]) -> Embeddings:
     """Vectors for `texts` in EMBEDDING_BATCH_SIZE batches, exactly as chunks and questions are embedded."""
     model = embedding_model_or_raise(app)
-    dimension = embedding_dimension_of(app)
+    dimension = embedding_dimension_of(app, model)
     if not texts:
         return Embeddings(np.zeros((0, dimension), dtype=np.float32), 0, app.settings.embedding_model, dimension)
     # One pass: the model's own outputs carry each text's attention mask, so the usage count costs no
