@@ -24,6 +24,9 @@ from askany.storage.database import Database
 from askany.storage.keyword_index import IndexedChunk, KeywordIndex, KeywordIndexCorrupt
 
 REEMBED_COMMAND = "python -m askany.main --reembed"
+# Advisory lock keys (the keyword index and migrations use 4242001 and 42420xx of their own).
+VECTOR_TABLE_LOCK = 4242002
+DOCUMENT_LOCK = 4242003  # with hashtext(kb US source) as the second key
 
 
 class EmbeddingMismatchError(AskAnyError):
@@ -145,7 +148,7 @@ class ChunkStore:
         if self.vector_model():
             return
         with self.db.connection() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(4242002)")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (VECTOR_TABLE_LOCK,))
             conn.execute(f"CREATE TABLE IF NOT EXISTS chunk_vectors (chunk_id bigint PRIMARY KEY REFERENCES "
                          f"chunks(id) ON DELETE CASCADE, embedding vector({int(dim)}) NOT NULL)")
             self._create_hnsw(conn, m, ef_construction)
@@ -218,8 +221,11 @@ class ChunkStore:
         """
         if not documents:
             return 0
-        chunks = [(doc, chunk) for doc in documents for chunk in doc.chunks]
         with self.db.connection() as conn:
+            documents = self._claim(conn, documents)
+            if not documents:
+                return 0
+            chunks = [(doc, chunk) for doc in documents for chunk in doc.chunks]
             has_vectors = self._has_vector_table(conn)
             conn.execute("DELETE FROM documents d USING unnest(%s::text[], %s::text[]) AS gone(kb, source) "
                          "WHERE d.kb = gone.kb AND d.source = gone.source",
@@ -253,6 +259,24 @@ class ChunkStore:
                                              for chunk_id, (doc, chunk) in zip(ids, chunks, strict=True)])
         self.keywords.maybe_merge(parts)
         return len(chunks)
+
+    @staticmethod
+    def _claim(conn: psycopg.Connection, documents: list[DocumentRecord]) -> list[DocumentRecord]:
+        """Lock these documents for this transaction and drop the ones already stored as they are.
+
+        Two ingestions of the same files at once (two terminals, a cron job and a user) would both
+        insert the same (kb, source) and one would die on the unique key. With a lock per document,
+        taken in one global order so two transactions cannot deadlock, the later one waits for the
+        earlier to commit, then finds the same content stored and leaves it: the state of one run.
+        """
+        keys = [f"{doc.kb}\x1f{doc.source}" for doc in documents]
+        conn.execute("SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(k) AS h "
+                     "FROM unnest(%s::text[]) AS k ORDER BY h) AS ordered", (DOCUMENT_LOCK, keys))
+        stored = set(conn.execute(
+            "SELECT d.kb, d.source, d.content_hash, d.fingerprint FROM documents d "
+            "JOIN unnest(%s::text[], %s::text[]) AS wanted(kb, source) USING (kb, source)",
+            ([doc.kb for doc in documents], [doc.source for doc in documents])).fetchall())
+        return [doc for doc in documents if (doc.kb, doc.source, doc.content_hash, doc.fingerprint) not in stored]
 
     @staticmethod
     def _has_vector_table(conn: psycopg.Connection) -> bool:

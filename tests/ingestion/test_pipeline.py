@@ -120,6 +120,25 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(make_app, pg_data_dir, 
     assert sorted(row[1:] for row in final["chunks"]) == sorted(row[1:] for row in expected["chunks"])
 
 
+@pytest.mark.slow
+def test_two_ingestions_of_the_same_folder_at_once_end_as_one_run(make_app, pg_data_dir, tmp_path) -> None:
+    app = make_app()
+    Ingestor(app).run([CMRC_DOCS], kb="reference", progress=False)
+    expected = snapshot(app, "reference")
+    env = {**os.environ, "DATA_DIR": str(pg_data_dir), "EMBEDDING_ENABLED": "false", "INGEST_GROUP_CHUNKS": "4",
+           "LLM_BACKEND": "none", "MODELS_DIR": str(tmp_path / "models")}
+    command = [sys.executable, "-m", "askany.main", "--ingest", str(CMRC_DOCS), "--kb", "twice", "--no-progress"]
+    runs = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    outcomes = [run.communicate(timeout=300) for run in runs]
+    for run, (_, stderr) in zip(runs, outcomes, strict=True):
+        assert run.returncode == 0 and "Traceback" not in stderr, stderr
+    final = snapshot(app, "twice")
+    assert final["documents"] == [(source, digest, count) for source, digest, count in expected["documents"]]
+    assert final["terms"] == expected["terms"]
+    assert sorted(row[1:] for row in final["chunks"]) == sorted(row[1:] for row in expected["chunks"])
+
+
 def make_bad_inputs(folder: Path) -> dict[str, str]:
     """Files of every bad kind, with the reason each must be reported with."""
     folder.mkdir(parents=True, exist_ok=True)
