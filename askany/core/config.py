@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     max_file_size_mb: float = Field(50.0, gt=0)
     ingest_group_chunks: int = Field(256, ge=1)
     ingest_workers: int = Field(-1, ge=-1, le=64)
+    follow_symlinks: bool = False  # links out of the ingested folders are skipped unless true
     hnsw_m: int = Field(16, ge=2, le=100)
     hnsw_ef_construction: int = Field(64, ge=4, le=1000)
 

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,7 @@ from askany.context import AskAny
 from askany.core.errors import AskAnyError
 from askany.core.notices import Notice
 from askany.ingestion.chunking import char_count_tokens, split_document
+from askany.ingestion.discovery import absolute, discover
 from askany.ingestion.loaders import SUPPORTED_SUFFIXES, FileSkipped, LoadedFile, load_file
 from askany.models.registry import embedding_dimension
 from askany.storage.nodes import chunk_node, chunk_records
@@ -86,22 +87,6 @@ class ParseTask:
     data: bytes | None  # None: not read yet (a file never stored needs no comparison, so its worker reads it)
     content_hash: str
     stored: bool
-
-
-def discover(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
-    """Every file under `paths` (recursively, sorted), plus results for paths that do not exist."""
-    files: list[Path] = []
-    missing: list[FileResult] = []
-    for path in paths:
-        path = path.expanduser()
-        if path.is_file():
-            files.append(path.resolve())
-        elif path.is_dir():
-            files.extend(sorted(p.resolve() for p in path.rglob("*")
-                                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)))
-        else:
-            missing.append(FileResult(str(path), "failed", reason="no such file or folder"))
-    return list(dict.fromkeys(files)), missing
 
 
 def is_utf8(text: str) -> bool:
@@ -191,9 +176,12 @@ class Ingestor:
         tags = sorted({tag.strip() for tag in tags or [] if tag.strip()})
         started = time.perf_counter()
         report = IngestReport(kb=kb)
-        files, missing = discover(paths)
-        for result in missing:
-            self._note(report, result, on_result)
+        found = discover(paths, self.settings.follow_symlinks)
+        files = found.files
+        for path in found.missing:
+            self._note(report, FileResult(str(path), "failed", reason="no such file or folder"), on_result)
+        for path, reason in found.skipped:
+            self._note(report, FileResult(_printable(path), "skipped", reason=reason), on_result)
 
         store = self.app.store
         repaired = store.ensure_keyword_index()
@@ -268,8 +256,7 @@ class Ingestor:
         """Read a file and compare it with what is stored: a result (unchanged, skipped, failed) or a task."""
         source = str(path)
         if not is_utf8(source):  # a name from another system's encoding: Postgres cannot store it as text
-            return FileResult(os.fsencode(path).decode("utf-8", "replace"), "failed",
-                              reason="the file name is not valid UTF-8: rename the file")
+            return FileResult(_printable(path), "failed", reason="the file name is not valid UTF-8: rename the file")
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             return FileResult(source, "skipped", reason=f"unsupported extension {path.suffix or '(none)'}")
         try:
@@ -344,12 +331,17 @@ class Ingestor:
               report: IngestReport, on_result: Callable[[FileResult], None] | None) -> None:
         """Remove documents under the given roots whose files are gone."""
         seen = {str(path) for path in files}
-        prefixes = [str(root.expanduser().resolve()) for root in roots]
+        prefixes = [str(absolute(root)) for root in roots]
         gone = [source for source in states if source not in seen and
                 any(source == prefix or source.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)]
         self.app.store.delete_documents(kb, gone)
         for source in gone:
             self._note(report, FileResult(source, "removed"), on_result)
+
+
+def _printable(path: Path) -> str:
+    """A path as text even when its name is not valid UTF-8 (shown with replacement characters)."""
+    return os.fsencode(path).decode("utf-8", "replace")
 
 
 def _batches(fetch: Callable[[], list[tuple[int, str]]]) -> Iterator[list[tuple[int, str]]]:
