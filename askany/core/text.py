@@ -19,6 +19,16 @@ _WIDE_RUN = re.compile(f"[{CJK_WIDE}]+")
 CITATION = re.compile(r"[\[【]\s*(\d+(?:\s*[,，、;；]\s*\d+)*)\s*[\]】]")
 
 
+def is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates: bytes that were not UTF-8 (a file name, a terminal in
+    another encoding) or a forged escape. Postgres cannot store it and tokenizers refuse it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def estimate_tokens(text: str) -> int:
     """A model's token count without its tokenizer: one per CJK (wide) character, one per four others.
 

@@ -25,6 +25,7 @@ from llama_index.core.schema import TextNode
 from askany.context import AskAny
 from askany.core.errors import AskAnyError
 from askany.core.notices import Notice
+from askany.core.text import is_utf8
 from askany.ingestion.chunking import char_count_tokens, split_document
 from askany.ingestion.discovery import absolute, discover
 from askany.ingestion.loaders import SUPPORTED_SUFFIXES, FileSkipped, LoadedFile, load_file
@@ -87,14 +88,6 @@ class ParseTask:
     data: bytes | None  # None: not read yet (a file never stored needs no comparison, so its worker reads it)
     content_hash: str
     stored: bool
-
-
-def is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def file_hash(data: bytes) -> str:

@@ -16,6 +16,7 @@ from typing import Literal
 from askany.context import AskAny
 from askany.core.errors import AskAnyError
 from askany.core.notices import Notice
+from askany.core.text import is_utf8
 from askany.models.registry import embedding_dimension
 from askany.retrieval.rerank import rerank_scores, reranker_problem
 from askany.storage.keyword_index import KeywordIndexCorrupt
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["hybrid", "vector", "keyword"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "keyword")
 MAX_QUERY_CHARS = 2000  # longer questions are cut: beyond this they only slow every stage down
+MAX_TOP_K = 100  # as the TOP_K setting allows
 MAX_QUERY_TERMS = 256
 EMBEDDING_CACHE_SIZE = 256
 TAG_PATTERN = re.compile(r"(?:^|(?<=\s))@([^\s@]+)")
@@ -33,6 +35,24 @@ TAG_PATTERN = re.compile(r"(?:^|(?<=\s))@([^\s@]+)")
 
 class QueryError(AskAnyError):
     """The query cannot be searched (empty, only punctuation, unknown filter)."""
+
+
+def checked_question(text: str) -> str:
+    """The question as every stage can take it, or a QueryError saying what is wrong with it."""
+    if not is_utf8(text):
+        raise QueryError("The question holds bytes that are not valid UTF-8 text; retype it, or set the "
+                         "terminal to UTF-8 (for example LANG=C.UTF-8)")
+    return text.replace("\x00", " ")  # Postgres text cannot hold NUL
+
+
+def checked_top_k(top_k: object) -> int | None:
+    """None (the TOP_K setting) or a number of passages from 1 to MAX_TOP_K; a QueryError otherwise."""
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise QueryError(f"The number of passages (--top-k) must be a whole number from 1 to {MAX_TOP_K}, "
+                         f"not {top_k!r}")
+    return top_k
 
 
 @dataclass
@@ -104,7 +124,8 @@ class Retriever:
                  search_filter: SearchFilter | None = None) -> RetrievalResult:
         if mode not in MODES:
             raise QueryError(f"Unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        query = query.strip()[:MAX_QUERY_CHARS]
+        query = checked_question(query).strip()[:MAX_QUERY_CHARS]
+        top_k = checked_top_k(top_k)
         if not self.app.analyzer.is_searchable(query):
             raise QueryError("The question has no words to search for; ask it with words, e.g. 如何重启服务？")
         top_k = top_k or self.settings.top_k

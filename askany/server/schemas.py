@@ -6,11 +6,31 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from askany.core.text import is_utf8
 
 
 class Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_text(cls, values: Any) -> Any:
+        """JSON can spell a lone surrogate ("\\ud800"), which no tokenizer or Postgres takes: a 400."""
+        if not _all_utf8(values):
+            raise ValueError("a string holds a lone surrogate escape, which is not valid Unicode text")
+        return values
+
+
+def _all_utf8(value: Any) -> bool:
+    if isinstance(value, str):
+        return is_utf8(value)
+    if isinstance(value, dict):
+        return all(_all_utf8(k) and _all_utf8(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_all_utf8(item) for item in value)
+    return True
 
 
 class EmbeddingsRequest(Lenient):

@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from askany.context import AskAny
 from askany.generation import Answer, Answerer, GenerationOptions, Passage, citation_numbers
-from askany.retrieval.retriever import Hit, Mode, QueryError, RetrievalResult, Retriever, parse_tags
+from askany.retrieval.retriever import (Hit, Mode, QueryError, RetrievalResult, Retriever, checked_question,
+                                       checked_top_k, parse_tags)
 from askany.storage.store import SearchFilter
 
 QueryType = Literal["AUTO", "FAQ", "DOCS"]
@@ -108,7 +109,8 @@ class QA:
         query_type = (query_type or "AUTO").upper()
         if query_type not in QUERY_TYPES:
             raise QueryError(f"Unknown query type {query_type!r}; use AUTO, FAQ or DOCS")
-        text, inline_tags = parse_tags(question or "")
+        question, top_k = checked_question(question or ""), checked_top_k(top_k)
+        text, inline_tags = parse_tags(question)
         all_tags = sorted(set(inline_tags) | set(tags or []))
         base = self.check(kbs, all_tags)
         notices: list[str] = []

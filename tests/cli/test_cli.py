@@ -62,6 +62,20 @@ def test_user_errors_are_one_line(run_cli) -> None:
     assert status == 2 and "does not exist" in err and "Traceback" not in err
 
 
+def test_hostile_questions_and_numbers_get_one_line(run_cli, tiny_embedding_dir) -> None:
+    models = {"EMBEDDING_MODEL": str(tiny_embedding_dir)}  # the tokenizer is what choked on bad text
+    assert run_cli("--ingest", str(SAMPLES), "--kb", "cli", "--no-progress", **models)[0] == 0
+    undecodable = os.fsdecode(b"\xff\xfe\xe6\x95\xb0\xe6\x8d\xae\xe5\xba\x93")  # what argv holds for non-UTF-8 bytes
+    for question in (undecodable, "数据库\ud800备份"):
+        status, _, err = run_cli("--query-text", question, "--kb", "cli", "--no-rerank", **models)
+        assert status == 2 and err.startswith("error: The question holds bytes that are not valid UTF-8"), err
+    for top_k in ("-5", "0", "100000"):
+        status, _, err = run_cli("--query-text", "如何回滚发布？", "--kb", "cli", "--top-k", top_k, **models)
+        assert status == 2 and "must be a whole number from 1 to 100" in err and "Traceback" not in err
+    status, out, _ = run_cli("--query-text", "数据库\x00备份", "--kb", "cli", "--no-rerank", "--json", **models)
+    assert status == 0 and json.loads(out)["sources"]
+
+
 def test_module_entry_point_runs_offline(pg_data_dir, tmp_path) -> None:
     """`python -m askany.main` in a fresh process: ingest and ask, nothing but loopback used."""
     env = {**os.environ, "DATA_DIR": str(pg_data_dir), "MODELS_DIR": str(tmp_path / "models"),

@@ -233,6 +233,16 @@ def test_errors_are_openai_shaped_with_the_right_status(server: str) -> None:
                                                  headers={"content-type": "application/json"}), 413)
     assert "API_MAX_INPUTS" in error(post(server, "/v1/embeddings", {"input": ["a"] * 5000}), 413)
     assert "No such endpoint" in error(get(server, "/v1/nothing"), 404)
+    lone = "\\ud800"  # a JSON escape no text can hold
+    for path, body in (("/v1/embeddings", f'{{"input": ["好", "{lone}"]}}'),
+                       ("/v1/rerank", f'{{"query": "{lone}", "documents": ["a"]}}'),
+                       ("/v1/chat/completions", f'{{"model": "askany@api", "messages": [{{"role": "user", '
+                                                f'"content": "回滚{lone}"}}]}}'),
+                       ("/v1/chat/completions", f'{{"model": "{llm_id(server)}", "messages": [{{"role": "user", '
+                                                f'"content": [{{"type": "text", "text": "{lone}"}}]}}]}}')):
+        message = error(httpx.post(server + path, content=body.encode(), headers={"content-type": "application/json"}),
+                        400)
+        assert "lone surrogate" in message, (path, message)
     assert get(server, "/v1/models").status_code == 200  # and it keeps serving
 
 
