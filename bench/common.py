@@ -170,11 +170,12 @@ def select_docs(docs: Path, limit: int | None) -> list[Path]:
 
 @contextmanager
 def docs_folder(files: Sequence[Path]) -> Iterator[Path]:
-    """A temporary folder of symlinks to `files`, so Ingestor.run sees exactly these documents."""
+    """A temporary folder holding copies of `files`, so an ingestion sees exactly these documents
+    (copies, not links: links out of an ingested folder are skipped unless FOLLOW_SYMLINKS)."""
     folder = Path(tempfile.mkdtemp(prefix="askany-bench-docs-"))
     try:
         for file in files:
-            (folder / file.name).symlink_to(file.resolve())
+            shutil.copy2(file, folder / file.name)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -250,7 +250,8 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.slow
 def test_kill_9_inside_a_merge_then_rerun_gives_the_uninterrupted_state(make_app, pg_data_dir, tiny_embedding_dir,
                                                                         tmp_path) -> None:
-    from tests.ingestion.test_pipeline import CMRC_DOCS, snapshot
+    from tests.ingestion.test_pipeline import CMRC_DOCS
+    from tests.support.snapshots import snapshot
 
     app = make_app(embedding_model=str(tiny_embedding_dir))
     Ingestor(app).run([CMRC_DOCS], kb="reference", progress=False)
