@@ -204,6 +204,25 @@ def table_rows(value: Any) -> list[list[Any]]:
 
 
 @pytest.mark.usefixtures("empty_db")
+def test_an_upload_with_hostile_files_stores_the_good_ones(make_app, serve_page, upload_root, tmp_path) -> None:
+    from gradio_client import handle_file
+
+    app = make_app()
+    client = client_for(serve_page(app, scripted_qa(app, ScriptedGenerator())))
+    docs = tmp_path / "docs"
+    files = [write(docs, "faq.json", '[{"question": "密码\\u0000重置", "answer": "找管理员"},'
+                                     ' {"question": "VPN", "answer": "先装客户端\\ud800"}]'),
+             write(docs, "good.md", "# 报销\n\n差旅报销三十天内提交。\n"),
+             write(docs, "broken.docx", "PK not a zip"), write(docs, "empty.md", "")]
+    _, table = client.predict([handle_file(str(f)) for f in files], "mixed", "", api_name="/upload")
+    rows = {row[0]: row for row in table_rows(table)}
+    assert rows["good.md"][1] == rows["faq.json"][1] == "新增"
+    assert rows["broken.docx"][1] == rows["empty.md"][1] == "失败" and all(rows[n][3] for n in ("broken.docx", "empty.md"))
+    _, documents, _ = client.predict("mixed", api_name="/list_documents")
+    assert {row[1] for row in table_rows(documents)} == {"faq.json", "good.md"}
+
+
+@pytest.mark.usefixtures("empty_db")
 def test_upload_ask_with_sources_and_delete(make_app, serve_page, upload_root, tmp_path, tiny_embedding_dir,
                                             tiny_reranker_dir) -> None:
     from gradio_client import handle_file
