@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     follow_symlinks: bool = False  # links out of the ingested folders are skipped unless true
     hnsw_m: int = Field(16, ge=2, le=100)
     hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+    # What one file may cost to parse (askany/ingestion/loaders/limits.py): zip-based files (DOCX)
+    # by unpacked size, members and compression ratio, XML and HTML by elements, PDFs by pages.
+    max_unpacked_mb: float = Field(200.0, gt=0)
+    max_compression_ratio: float = Field(100.0, gt=1)
+    max_archive_members: int = Field(10_000, ge=1)
+    max_xml_elements: int = Field(2_000_000, ge=1)
+    max_html_elements: int = Field(200_000, ge=1)
+    max_pdf_pages: int = Field(2_000, ge=1)
 
     # --- retrieval ---
     hnsw_ef_search: int = Field(100, ge=1, le=1000)

@@ -18,9 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from llama_index.core.schema import TextNode
+from typing import TYPE_CHECKING, Any, Literal
 
 from askany.context import AskAny
 from askany.core.errors import AskAnyError
@@ -29,9 +27,12 @@ from askany.core.text import is_utf8
 from askany.ingestion.chunking import char_count_tokens, split_document
 from askany.ingestion.discovery import absolute, discover
 from askany.ingestion.loaders import SUPPORTED_SUFFIXES, FileSkipped, LoadedFile, load_file
+from askany.ingestion.loaders.limits import ParseLimits
 from askany.models.registry import embedding_dimension
-from askany.storage.nodes import chunk_node, chunk_records
 from askany.storage.store import DocumentRecord
+
+if TYPE_CHECKING:
+    from llama_index.core.schema import TextNode
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ class Ingestor:
     def build_nodes(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str,
                     source: str) -> list[TextNode]:
         """One file's chunks as LlamaIndex TextNodes: what is stored, searched and cited."""
+        from askany.storage.nodes import chunk_node  # LlamaIndex takes a second to import: not for a no-op run
+
         pieces: list[tuple[str, list[str], dict[str, Any], list[str], bool]] = []
         if loaded.faqs:
             for entry in loaded.faqs:
@@ -153,6 +156,8 @@ class Ingestor:
 
     def _record(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str, fingerprint: str,
                 source: str) -> DocumentRecord:
+        from askany.storage.nodes import chunk_records
+
         nodes = self.build_nodes(loaded, kb, tags, content_hash, source)
         chunks = chunk_records(nodes, self.app.analyzer.bags([node.text for node in nodes]))
         return DocumentRecord(kb=kb, source=source, title=loaded.title, kind="faq" if loaded.faqs else "doc",
@@ -180,7 +185,9 @@ class Ingestor:
         repaired = store.ensure_keyword_index()
         if repaired:
             report.notices.append(repaired)
-        embedder = self._embedder(report)
+        embedder = _LazyEmbedder(self, report)  # loaded when the first chunk needs a vector, not before
+        if embedder.expected():  # a model change is said at once, even when no file needs a vector
+            store.check_vector_model(self.settings.embedding_model)
         states = store.document_states(kb)
         fingerprint = self.fingerprint(kb, tags)
         max_bytes = int(self.settings.max_file_size_mb * 1024 * 1024)
@@ -188,7 +195,7 @@ class Ingestor:
         pending_chunks = 0
         # A transaction per group: with vectors, a crash loses at most a group of model work; without
         # them a group costs milliseconds, and bigger groups mean fewer keyword segments to merge.
-        group = self.settings.ingest_group_chunks if embedder is not None else max(
+        group = self.settings.ingest_group_chunks if embedder.expected() else max(
             self.settings.ingest_group_chunks, KEYWORD_ONLY_GROUP_CHUNKS)
 
         from tqdm import tqdm
@@ -212,8 +219,8 @@ class Ingestor:
                     bar.set_postfix(chunks=report.chunks_written, failed=report.failed_count, refresh=False)
             self._flush(pending, embedder, report, on_result)
 
-        if embedder is not None:
-            report.vectors_written += self._fill_missing_vectors(embedder, progress)
+        if store.count_awaiting_vectors() and embedder.get() is not None:
+            report.vectors_written += self._fill_missing_vectors(embedder.get(), progress)
         if sync:
             self._sync(kb, paths, files, states, report, on_result)
         report.awaiting_vectors = store.count_awaiting_vectors()
@@ -273,7 +280,8 @@ class Ingestor:
         try:
             if data is None:
                 data = task.path.read_bytes()
-            loaded = load_file(task.path, int(self.settings.max_file_size_mb * 1024 * 1024), data)
+            loaded = load_file(task.path, int(self.settings.max_file_size_mb * 1024 * 1024), data,
+                               ParseLimits.from_settings(self.settings))
         except OSError as error:
             return FileResult(task.source, "failed", reason=f"unreadable: {error.strerror or error}")
         except FileSkipped as error:
@@ -284,10 +292,11 @@ class Ingestor:
         status: Status = "changed" if task.stored else "new"
         return _Pending(FileResult(task.source, status, chunks=len(record.chunks)), record)
 
-    def _flush(self, pending: list[_Pending], embedder: Any | None, report: IngestReport,
+    def _flush(self, pending: list[_Pending], lazy: _LazyEmbedder, report: IngestReport,
                on_result: Callable[[FileResult], None] | None) -> None:
         if not pending:
             return
+        embedder = lazy.get()
         if embedder is not None:
             chunks = [chunk for item in pending for chunk in item.record.chunks]
             vectors = self._encode(embedder, [chunk.text for chunk in chunks])
@@ -330,6 +339,36 @@ class Ingestor:
         self.app.store.delete_documents(kb, gone)
         for source in gone:
             self._note(report, FileResult(source, "removed"), on_result)
+
+
+class _LazyEmbedder:
+    """The embedding model for one run, loaded on first need: an unchanged re-ingest never loads it."""
+
+    def __init__(self, ingestor: Ingestor, report: IngestReport):
+        self._ingestor, self._report = ingestor, report
+        self._loaded = False
+        self._model: Any | None = None
+
+    def expected(self) -> bool:
+        """Whether vectors will be written, judged without loading: switched on and on disk."""
+        settings = self._ingestor.settings
+        if self._loaded:
+            return self._model is not None
+        if not settings.embedding_enabled:
+            return False
+        from askany.models.registry import resolve_model
+
+        try:
+            resolve_model(settings, "embedding", allow_download=False)
+        except AskAnyError:
+            return False
+        return True
+
+    def get(self) -> Any | None:
+        if not self._loaded:
+            self._model = self._ingestor._embedder(self._report)
+            self._loaded = True
+        return self._model
 
 
 def _printable(path: Path) -> str:

@@ -134,13 +134,16 @@ class ChunkStore:
         name, dim = self.get_meta("embedding_model"), self.get_meta("embedding_dim")
         return (name, int(dim)) if name and dim else None
 
-    def check_vector_model(self, model_name: str, dim: int) -> None:
+    def check_vector_model(self, model_name: str, dim: int | None = None) -> None:
+        """Raise EmbeddingMismatchError unless the stored vectors come from this model (and dimension,
+        when given: without it, the check needs no loaded model)."""
         stored = self.vector_model()
         identity = embedding_identity(model_name)
-        if stored and stored != (identity, dim):
+        if stored and (stored[0] != identity or (dim is not None and stored[1] != dim)):
+            shown = f" ({dim} dimensions)" if dim is not None else ""
             raise EmbeddingMismatchError(
                 f"The stored vectors were made by {stored[0]} ({stored[1]} dimensions) but EMBEDDING_MODEL is "
-                f"{identity} ({dim} dimensions); re-embed every chunk with: {REEMBED_COMMAND}")
+                f"{identity}{shown}; re-embed every chunk with: {REEMBED_COMMAND}")
 
     def ensure_vector_table(self, model_name: str, dim: int, m: int, ef_construction: int) -> None:
         """Create `chunk_vectors` (with its HNSW index) for this model, or check it matches."""

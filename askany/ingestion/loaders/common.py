@@ -1,4 +1,4 @@
-"""Small text helpers more than one format parser uses: browser-like whitespace and short error text."""
+"""Small helpers more than one format parser uses: browser-like whitespace, short error text, sizes."""
 
 from __future__ import annotations
 
@@ -21,3 +21,11 @@ def short_error(error: BaseException, limit: int = 120) -> str:
     """An exception's message cut to ``limit`` characters, fit for a one-line skip reason."""
     message = str(error).strip() or type(error).__name__
     return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+def format_size(size: int) -> str:
+    """``52428800`` -> ``50 MB``: sizes in reasons, in the units the settings use."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size}-byte"

@@ -16,15 +16,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from askany.ingestion.loaders.decoding import decode_text, normalize_newlines
+from askany.ingestion.loaders.limits import ParseLimits
 from askany.ingestion.loaders.registry import FaqEntry, Faqs, FileSkipped, register
 
 logger = logging.getLogger(__name__)
 
 
-def _faq_loader(parse_text: Callable[[str], list[FaqEntry]]) -> Callable[[bytes, str], Faqs]:
+def _faq_loader(parse_text: Callable[[str], list[FaqEntry]]) -> Callable[[bytes, str, ParseLimits], Faqs]:
     """A registry parser from a text-to-entries parser: decode first, refuse blank files."""
 
-    def parse(data: bytes, stem: str) -> Faqs:
+    def parse(data: bytes, stem: str, limits: ParseLimits) -> Faqs:
         text, encoding = decode_text(data)
         if not text.strip():
             raise FileSkipped("empty file")
@@ -42,11 +43,16 @@ _FIELD_NAMES = {
 _TAG_SEPARATORS = re.compile(r"[,;，；、]")
 
 
+_TOO_DEEP = "invalid JSON: nested too deeply"
+
+
 def _parse_faq_json(text: str) -> list[FaqEntry]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise FileSkipped(f"invalid JSON: line {error.lineno}: {error.msg}") from None
+    except RecursionError:  # "[[[[..." 100,000 deep: Python's parser recurses per level
+        raise FileSkipped(_TOO_DEEP) from None
     if isinstance(data, dict) and isinstance(data.get("faqs"), list):
         data = data["faqs"]
     if not isinstance(data, list):
@@ -63,6 +69,8 @@ def _parse_faq_jsonl(text: str) -> list[FaqEntry]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 yield number, _BadRecord(f"invalid JSON ({error.msg})")
+            except RecursionError:
+                yield number, _BadRecord(_TOO_DEEP)
 
     return _valid_entries(records(), "line")
 

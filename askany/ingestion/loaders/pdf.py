@@ -1,4 +1,9 @@
-"""PDF files: the text layer of every page, with Chinese lines re-joined where the PDF wrapped them."""
+"""PDF files: the text layer of every page, with Chinese lines re-joined where the PDF wrapped them.
+
+The page count is checked (MAX_PDF_PAGES) before any text is extracted: first the count the page
+tree declares, which costs nothing, then the pages pypdf actually finds, in case it lied. pypdf
+itself bounds what a stream may decompress to and how deep and large the page tree may be.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any
 from askany.core.text import CJK_TEXT
 from askany.ingestion.loaders.common import short_error
 from askany.ingestion.loaders.decoding import normalize_newlines
+from askany.ingestion.loaders.limits import ParseLimits, over_limit
 from askany.ingestion.loaders.registry import Document, FileSkipped, register
 
 logger = logging.getLogger(__name__)
@@ -21,7 +27,7 @@ _CJK_SENTENCE_END = re.compile(r"[。！？；：]$")
 
 
 @register(".pdf", empty_reason="no extractable text (scanned or image-only PDF?)")
-def parse_pdf(data: bytes, stem: str) -> Document:
+def parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> Document:
     """Text of every page, pages separated by blank lines; title from metadata or first line."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
@@ -29,7 +35,9 @@ def parse_pdf(data: bytes, stem: str) -> Document:
     try:
         reader = PdfReader(io.BytesIO(data))
         _unlock(reader)
+        _check_page_count(_declared_page_count(reader), limits.max_pdf_pages)
         pages = list(reader.pages)
+        _check_page_count(len(pages), limits.max_pdf_pages)
     except FileSkipped:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as error:
@@ -49,6 +57,18 @@ def _unlock(reader: Any) -> None:
         raise FileSkipped(f"encrypted PDF ({short_error(error)})") from None
     if not unlocked:
         raise FileSkipped("encrypted PDF (password required)")
+
+
+def _declared_page_count(reader: Any) -> int:
+    """/Count of the page tree's root: read without walking the tree (0 when absent or not a number)."""
+    tree = reader.trailer["/Root"]["/Pages"]
+    count = tree["/Count"] if "/Count" in tree else 0  # [] resolves an indirect object, .get would not
+    return count if isinstance(count, int) else 0
+
+
+def _check_page_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise over_limit(f"PDF has {count:,} pages", f"{limit:,}", "MAX_PDF_PAGES")
 
 
 def _page_texts(pages: Iterable[Any]) -> Iterator[str]:

@@ -1,8 +1,9 @@
 """Which parser handles which file extension, and ``load_file``, the one entry point that uses it.
 
 A format module registers its parser for a set of suffixes with ``@register(".pdf")``; the
-parser gets the file's bytes and stem and returns a ``Document`` (title, Markdown-like text,
-encoding) or ``Faqs`` (question/answer entries). Everything formats have in common lives
+parser gets the file's bytes, its stem and the ``ParseLimits`` (how much work the file may cost,
+see ``limits``) and returns a ``Document`` (title, Markdown-like text, encoding) or ``Faqs``
+(question/answer entries). Everything formats have in common lives
 here, once: the existence/type/extension/size checks before reading, and the "nothing to
 index" checks after parsing. Adding a format is one new module that registers itself (and an
 import line in ``__init__``); ``requires=`` keeps an optional format unregistered, and so
@@ -21,8 +22,13 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from askany.core.errors import AskAnyError
+from askany.ingestion.loaders.common import format_size
+
+if TYPE_CHECKING:
+    from askany.ingestion.loaders.limits import ParseLimits
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +77,8 @@ class Faqs:
     encoding: str | None = None
 
 
-#: A parser: (file bytes, file stem for a fallback title) -> Document or Faqs; raises FileSkipped.
-Parser = Callable[[bytes, str], Document | Faqs]
+#: A parser: (file bytes, file stem for a fallback title, limits) -> Document or Faqs; raises FileSkipped.
+Parser = Callable[[bytes, str, "ParseLimits"], Document | Faqs]
 
 
 @dataclass(frozen=True)
@@ -124,26 +130,32 @@ def supported_suffixes() -> frozenset[str]:
 # --------------------------------------------------------------------------- entry point
 
 
-def load_file(path: Path, max_bytes: int, data: bytes | None = None) -> LoadedFile:
+def load_file(path: Path, max_bytes: int, data: bytes | None = None,
+              limits: ParseLimits | None = None) -> LoadedFile:
     """Read (unless its bytes are given) and parse ``path``; raise ``FileSkipped`` for anything that
-    cannot be indexed."""
+    cannot be indexed. ``limits`` default to those of the process-wide settings."""
     path = Path(path)
+    if limits is None:
+        from askany.core.config import get_settings
+        from askany.ingestion.loaders.limits import ParseLimits
+
+        limits = ParseLimits.from_settings(get_settings())
     try:
-        return _load(path, max_bytes, data)
+        return _load(path, max_bytes, data, limits)
     except FileSkipped as skipped:
         if skipped.path is None:
             raise FileSkipped(skipped.reason, path) from skipped
         raise
 
 
-def _load(path: Path, max_bytes: int, data: bytes | None) -> LoadedFile:
+def _load(path: Path, max_bytes: int, data: bytes | None, limits: ParseLimits) -> LoadedFile:
     suffix = path.suffix.lower()
     if data is None:
         data = _read_bytes(path, max_bytes, suffix)
     elif not data:
         raise FileSkipped("empty file")
     loader = _LOADERS.get(suffix) or _LOADERS[_FALLBACK_SUFFIX]
-    parsed = loader.parse(data, path.stem)
+    parsed = loader.parse(data, path.stem, limits)
     if isinstance(parsed, Faqs):
         entries = [FaqEntry(storable(e.question), storable(e.answer), [storable(t) for t in e.tags])
                    for e in parsed.entries]
@@ -181,7 +193,7 @@ def _read_bytes(path: Path, max_bytes: int, suffix: str) -> bytes:
     if suffix not in _LOADERS:
         raise FileSkipped(f"unsupported extension {suffix or '(none)'}")
     if info.st_size > max_bytes:
-        raise FileSkipped(f"larger than the {_format_size(max_bytes)} limit")
+        raise FileSkipped(f"larger than the {format_size(max_bytes)} limit")
     if info.st_size == 0:
         raise FileSkipped("empty file")
     try:
@@ -190,10 +202,3 @@ def _read_bytes(path: Path, max_bytes: int, suffix: str) -> bytes:
         raise FileSkipped("unreadable: permission denied") from None
     except OSError as error:
         raise FileSkipped(f"unreadable: {error.strerror or error}") from None
-
-
-def _format_size(size: int) -> str:
-    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if size >= scale:
-            return f"{size / scale:g} {unit}"
-    return f"{size}-byte"

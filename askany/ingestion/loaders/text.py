@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from askany.ingestion.loaders.decoding import decode_text
+from askany.ingestion.loaders.limits import ParseLimits
 from askany.ingestion.loaders.registry import Document, register
 
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".text"})
@@ -14,7 +15,7 @@ _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 
 
 @register(*sorted(MARKDOWN_SUFFIXES))
-def parse_text(data: bytes, stem: str) -> Document:
+def parse_text(data: bytes, stem: str, limits: ParseLimits) -> Document:
     """The decoded text unchanged (it already is Markdown-like); title from a heading, else the stem."""
     text, encoding = decode_text(data)
     return Document(_markdown_title(text) or stem, text, encoding)
