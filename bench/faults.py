@@ -75,7 +75,8 @@ def trial(number: int, env: dict[str, str], docs: Path, data_dir: Path, delay: f
     _, first_err = process.communicate(timeout=300)
     interrupted_state = take_snapshot(env, kb)
     runs, tracebacks = 0, int("Traceback" in (first_err or ""))
-    for runs in range(1, RERUNS + 1):
+    while runs < RERUNS:
+        runs += 1
         rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         tracebacks += "Traceback" in rerun.stderr
         if rerun.returncode == 0:

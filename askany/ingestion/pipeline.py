@@ -136,7 +136,8 @@ class Ingestor:
     def build_nodes(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str,
                     source: str) -> list[TextNode]:
         """One file's chunks as LlamaIndex TextNodes: what is stored, searched and cited."""
-        from askany.storage.nodes import chunk_node  # LlamaIndex takes a second to import: not for a no-op run
+        # Imported here: LlamaIndex takes a second to import, which a run with nothing to parse never pays.
+        from askany.storage.nodes import chunk_node
 
         pieces: list[tuple[str, list[str], dict[str, Any], list[str], bool]] = []
         if loaded.faqs:

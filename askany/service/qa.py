@@ -14,8 +14,16 @@ from typing import Any, Literal
 
 from askany.context import AskAny
 from askany.generation import Answer, Answerer, GenerationOptions, Passage, citation_numbers
-from askany.retrieval.retriever import (Hit, Mode, QueryError, RetrievalResult, Retriever, checked_question,
-                                       checked_top_k, parse_tags)
+from askany.retrieval.retriever import (
+    Hit,
+    Mode,
+    QueryError,
+    RetrievalResult,
+    Retriever,
+    checked_question,
+    checked_top_k,
+    parse_tags,
+)
 from askany.storage.store import SearchFilter
 
 QueryType = Literal["AUTO", "FAQ", "DOCS"]
