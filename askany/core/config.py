@@ -7,6 +7,8 @@ are handled in `askany.core.environment`.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -16,6 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from askany.core import environment
 from askany.core.errors import ConfigError
+
+# An ALLOWED_HOSTS name (or IPv4 address): "*" for any host, a leading "*." for every subdomain.
+HOST_NAME = re.compile(r"\*|(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*", re.IGNORECASE)
 
 
 def env_file_path() -> Path:
@@ -79,11 +84,6 @@ class Settings(BaseSettings):
     chunk_size: int = Field(384, ge=32)
     chunk_overlap: int = Field(48, ge=0)
     max_file_size_mb: float = Field(50.0, gt=0)
-    ingest_group_chunks: int = Field(256, ge=1)
-    ingest_workers: int = Field(-1, ge=-1, le=64)
-    follow_symlinks: bool = False  # links out of the ingested folders are skipped unless true
-    hnsw_m: int = Field(16, ge=2, le=100)
-    hnsw_ef_construction: int = Field(64, ge=4, le=1000)
     # What one file may cost to parse (askany/ingestion/loaders/limits.py): zip-based files (DOCX)
     # by unpacked size, members and compression ratio, XML and HTML by elements, PDFs by pages.
     max_unpacked_mb: float = Field(200.0, gt=0)
@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     max_xml_elements: int = Field(2_000_000, ge=1)
     max_html_elements: int = Field(200_000, ge=1)
     max_pdf_pages: int = Field(2_000, ge=1)
+    ingest_group_chunks: int = Field(256, ge=1)
+    ingest_workers: int = Field(-1, ge=-1, le=64)
+    follow_symlinks: bool = False  # links out of the ingested folders are skipped unless true
+    hnsw_m: int = Field(16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(64, ge=4, le=1000)
 
     # --- retrieval ---
     hnsw_ef_search: int = Field(100, ge=1, le=1000)
@@ -111,6 +116,12 @@ class Settings(BaseSettings):
     ui_port: int = Field(7860, ge=1, le=65535)
     ui_language: Literal["zh", "en"] = "zh"
     upload_max_mb: float = Field(50.0, gt=0)
+    # "user:password" pairs, comma-separated; empty: API_KEY as the password, or no login without keys
+    ui_auth: str = ""
+
+    # --- both HTTP doors (--ui, --serve) ---
+    # Host names served beyond the loopback names and the bound address, comma-separated
+    allowed_hosts: str = ""
 
     # --- HTTP API (--serve) ---
     api_host: str = "127.0.0.1"
@@ -132,6 +143,23 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("ui_auth")
+    @classmethod
+    def _logins_are_pairs(cls, value: str) -> str:
+        if any(not user.strip() or not password for user, _, password in
+               (entry.partition(":") for entry in _items(value))):
+            raise ValueError("write each login as user:password, comma-separated")
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names_only(cls, value: str) -> str:
+        for entry in _items(value):
+            if not (HOST_NAME.fullmatch(entry) or _is_ip_address(entry.strip("[]"))):
+                raise ValueError(f"{entry!r} is not a host name: list names or addresses without scheme, "
+                                 "port or path (a leading '*.' allows subdomains, '*' any host)")
+        return value
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size:
@@ -149,8 +177,33 @@ class Settings(BaseSettings):
         return [key.strip() for key in self.api_key.split(",") if key.strip()]
 
     @property
+    def ui_logins(self) -> list[tuple[str, str]]:
+        return [(user.strip(), password) for user, _, password in (e.partition(":") for e in _items(self.ui_auth))]
+
+    @property
+    def allowed_host_names(self) -> list[str]:
+        return [entry.lower() for entry in _items(self.allowed_hosts)]
+
+    @property
     def upload_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+
+# Settings whose values an error message must not repeat.
+SECRETS = frozenset({"ui_auth", "api_key", "llm_api_key", "postgres_password", "database_url"})
+
+
+def _is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _items(value: str) -> list[str]:
+    """The non-empty entries of a comma-separated setting."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _one_sentence(error: ValidationError) -> str:
@@ -159,7 +212,8 @@ def _one_sentence(error: ValidationError) -> str:
         name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
         reason = item["msg"].removeprefix("Value error, ")
         given = item.get("input")
-        shown = f" (got {given!r})" if given is not None and not isinstance(given, dict) else ""
+        secret = item["loc"] and item["loc"][0] in SECRETS
+        shown = f" (got {given!r})" if given is not None and not isinstance(given, dict) and not secret else ""
         problems.append(f"{name}{shown}: {reason}")
     return "Invalid setting " + "; ".join(problems) + f". Fix it in {env_file_path()} or the environment."
 

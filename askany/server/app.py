@@ -3,7 +3,6 @@ loaded models and one database pool (`python -m askany.main --serve`)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -15,14 +14,15 @@ from fastapi.responses import JSONResponse
 from askany.server import chat, documents, encoders
 from askany.server.catalog import model_list
 from askany.server.errors import error_response, install
-from askany.server.middleware import APIGate, BodyTooLarge
+from askany.server.middleware import APIGate, BodyTooLarge, HostGate, allowed_hosts, is_loopback
 from askany.service import Service
 
 log = logging.getLogger(__name__)
 
 
-def create_app(service: Service, *, with_page: bool = True) -> Any:
-    """The ASGI app: API routes, OpenAI-shaped errors, the path/key/size gate, and the page at /."""
+def create_app(service: Service, *, with_page: bool = True, host: str | None = None) -> Any:
+    """The ASGI app: API routes, OpenAI-shaped errors, the host/origin gate (`host`: the bound address),
+    the path/key/size gate, and the page at /."""
     api = FastAPI(title="AskAny", docs_url=None, redoc_url=None, openapi_url="/v1/openapi.json")
     api.state.service = service
     api.state.encoder_thread = ThreadPoolExecutor(1, thread_name_prefix="askany-encoders")
@@ -54,20 +54,12 @@ def create_app(service: Service, *, with_page: bool = True) -> Any:
     api.include_router(documents.router)
     page = None
     if with_page:
-        from askany.web import mount
+        from askany.web import page_app
 
-        page = mount(FastAPI(docs_url=None, redoc_url=None, openapi_url=None), service)
+        page = page_app(service)
     settings = service.settings
-    return APIGate(api, settings.api_keys, int(settings.api_max_body_mb * 1024 * 1024), page)
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    gate = APIGate(api, settings.api_keys, int(settings.api_max_body_mb * 1024 * 1024), page)
+    return HostGate(gate, allowed_hosts(settings.allowed_host_names, host))
 
 
 def serve(service: Service | None = None, *, host: str | None = None, port: int | None = None,
@@ -82,10 +74,14 @@ def serve(service: Service | None = None, *, host: str | None = None, port: int 
     if not settings.api_keys and not is_loopback(host):
         log.warning("Serving on %s without API_KEY: anyone who can reach this address can use the API; "
                     "set API_KEY in .env", host)
+    if with_page:
+        from askany.web import warn_if_open
+
+        warn_if_open(settings, host)
     if warm:
         from askany.web import warm_up
 
         threading.Thread(target=warm_up, args=(service,), name="askany-warm-up", daemon=True).start()
-    app = create_app(service, with_page=with_page)
+    app = create_app(service, with_page=with_page, host=host)
     log.info("Serving the AskAny API on http://%s:%d/v1 and the page on http://%s:%d/", host, port, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)

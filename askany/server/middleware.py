@@ -1,13 +1,16 @@
-"""What every request passes before an endpoint: its path made canonical, its API key checked, its body
-size bounded. Pure ASGI, so streamed responses pass through untouched."""
+"""What every request passes before an endpoint: its Host and Origin checked (both HTTP doors), its path
+made canonical, its API key checked, its body size bounded. Pure ASGI, so streamed responses pass through
+untouched."""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -20,6 +23,47 @@ API_PATHS = ("models", "embeddings", "rerank", "chat/completions", "documents", 
 _DOUBLE_SLASH = re.compile(r"/{2,}")
 _API = re.compile(r"^/(?:v1/)?(" + "|".join(re.escape(p) for p in API_PATHS) + r")(/.*)?$")
 OPEN_PATHS = ("/health", "/v1/health")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+EVERY_INTERFACE = ("", "0.0.0.0", "::")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(extra: Iterable[str], bound: str | None = None) -> list[str]:
+    """The host names served: the loopback names, the bound address unless it is every interface, `extra`."""
+    names = [*LOOPBACK_NAMES, *([bound] if bound and bound not in EVERY_INTERFACE else []), *extra]
+    return list(dict.fromkeys(canonical_host(name) for name in names))
+
+
+def canonical_host(name: str) -> str:
+    """Lower case, IPv6 without brackets and in short form: "[0:0::1]" and "::1" are one name."""
+    name = name.strip().lower().removeprefix("[").removesuffix("]")
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
+
+
+def host_of(value: str, *, origin: bool = False) -> str | None:
+    """The host name in a Host header ("name:port", "[::1]:port") or an Origin ("http://name:port"); None
+    for anything else (an Origin of "null", user info, a path, a bad port)."""
+    try:
+        parts = urlsplit(value if origin else f"//{value}")
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return None
+    if origin and parts.scheme not in ("http", "https"):
+        return None
+    if not parts.hostname or "@" in parts.netloc or (parts.path and not origin) or parts.query or parts.fragment:
+        return None
+    return canonical_host(parts.hostname)
 
 
 def canonical_path(path: str) -> str:
@@ -47,6 +91,45 @@ def _error(status: int, message: str, code: str) -> dict:
     from askany.server.errors import error_body
 
     return error_body(status, message, code)
+
+
+class HostGate:
+    """Only requests naming a served host (Host) from no web page or a page on a served host (Origin) pass:
+    a DNS-rebinding page sends its own name as Host, a cross-site page its own Origin. In front of
+    everything, so nothing behind it (Gradio's CORS, which echoes any origin to a non-localhost Host) sees
+    a foreign request. No Origin (curl, SDKs, servers like OpenWebUI) is fine."""
+
+    def __init__(self, app: ASGIApp, hosts: Iterable[str]):
+        self.app = app
+        names = [canonical_host(name) for name in hosts]
+        self.any = "*" in names
+        self.names = frozenset(names)
+        self.suffixes = tuple(name[1:] for name in names if name.startswith("*."))
+
+    def serves(self, host: str | None) -> bool:
+        return host is not None and (host in self.names or host.endswith(self.suffixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = None if self.any or scope["type"] not in ("http", "websocket") else self.refusal(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await receive()  # websocket.connect; closing before accepting answers 403
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await _reply(send, refusal[0], _error(*refusal))
+
+    def refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+        hosts = [value for name, value in scope.get("headers", []) if name == b"host"]
+        host = hosts[0].decode("latin-1") if len(hosts) == 1 else ""
+        if not self.serves(host_of(host)):
+            return (400, f"Host {host[:100]!r} is not a name of this server; add it to ALLOWED_HOSTS if clients "
+                         "reach the server by that name", "host_not_allowed")
+        origin = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"origin"), None)
+        if origin is not None and not self.serves(host_of(origin, origin=True)):
+            return (403, f"Requests from web pages at {origin[:100]!r} are refused; add that host to "
+                         "ALLOWED_HOSTS if the page may use this server", "origin_not_allowed")
+        return None
 
 
 class APIGate:

@@ -1,8 +1,9 @@
 """The Gradio chat page, one of AskAny's front doors: `serve()` runs it, `build_app()` builds it.
 
 Modules: i18n (the page's words, zh and en), render (results as HTML and chat Markdown),
-handlers (the Gradio event handlers and one session's chat state), app (layout, theme,
-launcher); static/ holds the page's CSS and its one script.
+handlers (the Gradio event handlers and one session's chat state), app (layout, theme),
+serving (the launcher, the login, local-only file routes); static/ holds the page's CSS and its
+one script.
 """
 
 from askany.core import environment
@@ -13,6 +14,7 @@ from askany.core import environment
 # downloaded is the settings' call (HF_HUB_OFFLINE, *_LOCAL_FILES_ONLY), as for the CLI.
 environment.no_telemetry()
 
-from askany.web.app import build_app, mount, serve, warm_up  # noqa: E402
+from askany.web.app import build_app, warm_up  # noqa: E402
+from askany.web.serving import PageServer, page_app, serve, warn_if_open  # noqa: E402
 
-__all__ = ["build_app", "mount", "serve", "warm_up"]
+__all__ = ["PageServer", "build_app", "page_app", "serve", "warm_up", "warn_if_open"]

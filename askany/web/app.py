@@ -1,21 +1,18 @@
-"""The page itself: its layout and wiring (`build_app`), its theme, and the launcher (`serve`).
+"""The page itself: its layout and wiring (`build_app`), its theme and the model warm-up; `serving.py`
+serves it.
 
-Never shared, no analytics, no server-side rendering through Node, no MCP or PWA endpoints, a
-theme with system fonts only and no CDN scripts: the page and all its assets come from this
-process. Its CSS and its one script are package data in static/, put inline into the page.
+No analytics, a theme with system fonts only and no CDN scripts: the page and all its assets come
+from this process. Its CSS and its one script are package data in static/, put inline into the page.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from importlib import resources
-from typing import Any
 
 import gradio as gr
 
-from askany.core.config import Settings
 from askany.service import QUERY_TYPES, Service
 from askany.web.handlers import Conversation, WebUI
 from askany.web.render import escape_markdown, sources_panel
@@ -147,39 +144,3 @@ def warm_up(service: Service) -> None:
     except Exception:  # a warm-up failure must not take the page down; the first request reports it
         log.exception("Warming up the models failed")
     log.info("Models warmed up in %.1f s", time.perf_counter() - started)
-
-
-def serve(service: Service | None = None, *, host: str | None = None, port: int | None = None,
-          block: bool = True, warm: bool = True) -> gr.Blocks:
-    """Serve the page on UI_HOST:UI_PORT (or `host`/`port`); with block=False return once it listens.
-
-    Never shared, no analytics, no server-side rendering through Node, no MCP
-    or PWA endpoints: the page and all its assets come from this process.
-    """
-    service = service or Service()
-    settings = service.settings
-    blocks = build_app(service)
-    if warm:
-        threading.Thread(target=warm_up, args=(service,), name="askany-warm-up", daemon=True).start()
-    blocks.queue(default_concurrency_limit=1)
-    host = host or settings.ui_host
-    port = port or settings.ui_port
-    log.info("Serving the AskAny page on http://%s:%d", host, port)
-    blocks.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
-                  inbrowser=False, quiet=not block, **mount_options(settings))
-    return blocks
-
-
-def mount(app: Any, service: Service, path: str = "/") -> Any:
-    """The page served under `path` of another FastAPI app (the HTTP server), sharing its process."""
-    return gr.mount_gradio_app(app, build_app(service), path=path, **mount_options(service.settings))
-
-
-def mount_options(settings: Settings) -> dict[str, Any]:
-    """How the page is served, alone (`serve`) or under the HTTP server (`gr.mount_gradio_app`):
-    no SSR through Node, no MCP or PWA endpoints, no monitoring; the page and its assets come from
-    this process."""
-    return {"show_error": True, "max_file_size": int(settings.upload_max_mb * 1024 * 1024), "ssr_mode": False,
-            "pwa": False, "mcp_server": False, "enable_monitoring": False, "footer_links": ["api", "settings"],
-            "theme": page_theme(), "css": static_text("page.css"),
-            "head": f"<script>\n{static_text('page.js')}</script>"}

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn.config
 
 os.environ["ASKANY_ENV_FILE"] = "/nonexistent/askany.env"  # never read a developer's .env in tests
 
@@ -52,6 +53,9 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    # uvloop, uvicorn's loop when installed, resolves and connects in C, past these patches: servers
+    # started by a test run on asyncio's loop, so what they connect to is seen too.
+    monkeypatch.setitem(uvicorn.config.LOOP_FACTORIES, "auto", uvicorn.config.LOOP_FACTORIES["asyncio"])
     yield attempts
     assert not attempts, f"the test tried to reach the network: {attempts}"
 
