@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -135,9 +137,17 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM/SIGHUP end a command like Ctrl-C, so cleanup and atexit still run
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    if threading.current_thread() is threading.main_thread():
+        for number in (getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)):
+            if signal.getsignal(number) == signal.SIG_DFL:  # not an ignored SIGHUP (nohup)
+                signal.signal(number, _interrupt)
     try:
         return run(args)
     except AskAnyError as error:

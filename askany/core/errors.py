@@ -23,3 +23,7 @@ class ModelUnavailableError(AskAnyError):
 
 class DatabaseError(AskAnyError):
     """The database cannot be reached or is in a state AskAny cannot use."""
+
+
+class DatabaseConnectionLost(DatabaseError):
+    """The server went away while a command was using it; what was committed before is kept."""

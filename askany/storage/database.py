@@ -16,10 +16,11 @@ from urllib.parse import quote
 
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from askany.core.config import Settings
-from askany.core.errors import DatabaseError
+from askany.core.errors import DatabaseConnectionLost, DatabaseError
+from askany.storage import embedded as embedded_server
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +119,8 @@ MIGRATIONS: list[str] = [
 
 
 def embedded_url(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL in DATA_DIR/pgdata and return its URL."""
-    import pgserver
-
-    pgdata = (data_dir / "pgdata").resolve()
-    pgdata.mkdir(parents=True, exist_ok=True)
-    try:
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
-    except Exception as error:  # pgserver raises CalledProcessError/TimeoutExpired/AssertionError
-        raise DatabaseError(f"The embedded PostgreSQL in {pgdata} did not start ({type(error).__name__}); "
-                            f"see {pgdata / 'log'} or set DATABASE_URL to an external server") from None
-    return server.get_uri()
+    """Start (or reuse, or restart) the embedded PostgreSQL in DATA_DIR/pgdata and return its URL."""
+    return embedded_server.start(data_dir)
 
 
 def external_url(settings: Settings) -> str:
@@ -143,38 +135,134 @@ def _configure(connection: psycopg.Connection) -> None:
     register_vector(connection)
 
 
-class Database:
-    """A connection pool plus the schema; open with `open_database`."""
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
-    def __init__(self, url: str, embedded: bool):
+
+# Server-side ways of saying the server went away: shut down by an administrator or a signal,
+# restarted after a crash, or not accepting connections while it starts or stops.
+SERVER_GONE = (psycopg.errors.AdminShutdown, psycopg.errors.CrashShutdown, psycopg.errors.CannotConnectNow)
+
+
+def connection_lost(error: psycopg.Error) -> bool:
+    """True for errors that mean the server or the connection to it is gone (not a failed statement)."""
+    if isinstance(error, SERVER_GONE):
+        return True
+    # libpq's own errors (no SQLSTATE: "server closed the connection unexpectedly", "connection is
+    # lost") and SQLSTATE class 08, connection exceptions.
+    return isinstance(error, psycopg.OperationalError) and (error.sqlstate is None or error.sqlstate.startswith("08"))
+
+
+class Database:
+    """A connection pool plus the schema; open with `open_database`.
+
+    When the server goes away under a command, the pool is closed (no reconnect attempts, no
+    warnings) and the command ends with `DatabaseConnectionLost`; a later use in the same process
+    (the page, the HTTP server) opens a new pool, restarting the embedded server first.
+    """
+
+    def __init__(self, url: str, embedded: bool, data_dir: Path | None = None):
         self.url = url
         self.embedded = embedded
-        self._pool = ConnectionPool(url, min_size=1, max_size=4, open=False, configure=_configure,
-                                    kwargs={"autocommit": False}, timeout=15)
+        self._data_dir = data_dir if embedded else None
+        self._pool_lock = threading.Lock()
+        self._pool: ConnectionPool | None = self._new_pool()
+        self._closed = False
+
+    def _new_pool(self) -> ConnectionPool:
+        return ConnectionPool(self.url, min_size=1, max_size=4, open=False, configure=_configure,
+                              kwargs={"autocommit": False}, timeout=15)
 
     def open(self) -> Database:
         try:
             with psycopg.connect(self.url, connect_timeout=5, autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.OperationalError as error:
-            where = "embedded PostgreSQL" if self.embedded else "PostgreSQL at DATABASE_URL/POSTGRES_HOST"
-            raise DatabaseError(f"Cannot connect to the {where} ({str(error).strip().splitlines()[0]}); "
+            raise DatabaseError(f"Cannot connect to the {self._where()} ({_first_line(error)}); "
                                 f"check that it is running and the POSTGRES_* settings are right") from None
         except psycopg.errors.FeatureNotSupported as error:
             raise DatabaseError(f"The database has no pgvector extension ({error}); install pgvector on "
                                 f"the server or leave DATABASE_URL empty to use the embedded one") from None
-        self._pool.open(wait=True, timeout=15)
+        self._open_pool()
         migrate(self)
         return self
+
+    def _where(self) -> str:
+        return "embedded PostgreSQL" if self.embedded else "PostgreSQL at DATABASE_URL/POSTGRES_HOST"
+
+    def _open_pool(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._closed:  # never start the server again for a database closed on purpose (at exit)
+                raise PoolClosed("the database was closed")
+            if self._pool is None:  # lost earlier in this process: start the server again, then a new pool
+                if self._data_dir is not None:
+                    self.url = embedded_url(self._data_dir)
+                self._pool = self._new_pool()
+            try:
+                self._pool.open(wait=True, timeout=15)
+            except PoolTimeout:
+                raise DatabaseError(f"Cannot connect to the {self._where()} within 15 s; check that it is "
+                                    "running and the POSTGRES_* settings are right") from None
+            return self._pool
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection; the block is one transaction, committed at its end."""
-        with self._pool.connection() as conn:
-            yield conn
+        pool, conn = self._checkout()
+        try:
+            with conn:
+                yield conn
+        except psycopg.Error as error:
+            if not connection_lost(error):
+                raise
+            raise self._lost(pool, error) from None
+        finally:
+            pool.putconn(conn)  # a closed pool just closes it
+
+    def _checkout(self) -> tuple[ConnectionPool, psycopg.Connection]:
+        pool = self._pool
+        if pool is None or pool.closed:
+            pool = self._open_pool()
+        try:
+            return pool, pool.getconn()
+        except PoolClosed:
+            if self._closed:
+                raise
+            pool = self._open_pool()  # another thread lost the server and closed this pool
+            return pool, pool.getconn()
+        except PoolTimeout as error:
+            if self._reachable():
+                raise  # the server answers: the pool is busy, not gone
+            raise self._lost(pool, error) from None
+
+    def _reachable(self) -> bool:
+        try:
+            with psycopg.connect(self.url, connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def _lost(self, pool: ConnectionPool, error: BaseException) -> DatabaseConnectionLost:
+        """Close the pool on a server that is gone, and the one sentence that ends the command."""
+        with self._pool_lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.close()
+        log.debug("Lost the database connection", exc_info=error)
+        if self.embedded:
+            return DatabaseConnectionLost(
+                f"The embedded PostgreSQL stopped while this command was using it ({_first_line(error)}); "
+                "everything stored before that is kept: run the same command again (it restarts the server)")
+        return DatabaseConnectionLost(
+            f"The connection to the {self._where()} was lost ({_first_line(error)}); everything stored "
+            "before that is kept: check that the server is running, then run the same command again")
 
     def close(self) -> None:
-        self._pool.close()
+        with self._pool_lock:
+            pool, self._pool, self._closed = self._pool, None, True
+        if pool is not None:
+            pool.close()
 
     def pgvector_version(self) -> str | None:
         with self.connection() as conn:
@@ -215,9 +303,9 @@ def open_database(settings: Settings) -> Database:
     """The process's Database for these settings, started and migrated on first call."""
     with _lock:
         if settings.uses_embedded_database:
-            url, embedded = embedded_url(settings.data_dir), True
+            url, is_embedded = embedded_url(settings.data_dir), True
         else:
-            url, embedded = external_url(settings), False
+            url, is_embedded = external_url(settings), False
         if url not in _open:
-            _open[url] = Database(url, embedded).open()
+            _open[url] = Database(url, is_embedded, settings.data_dir).open()
         return _open[url]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pgserver
 import psycopg
 import pytest
@@ -72,3 +75,26 @@ def test_external_url_is_used_through_the_same_code(make_settings) -> None:
     assert not settings.uses_embedded_database
     db = open_database(settings)
     assert db.url == embedded.url and db.pgvector_version() == "0.8.2"
+
+
+def test_a_server_killed_under_a_connection_is_one_error_and_the_next_use_restarts_it(make_settings,
+                                                                                      own_data_dir) -> None:
+    """The page and the HTTP server live on after the embedded server dies: the next request restarts it."""
+    pgdata = own_data_dir / "pgdata"
+    db = open_database(make_settings(data_dir=own_data_dir))
+    try:
+        with db.connection() as conn:
+            conn.execute("CREATE TABLE kept (value text)")
+            conn.execute("INSERT INTO kept VALUES ('保留')")
+        postmaster = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+        with pytest.raises(DatabaseError, match="stopped while this command was using it") as caught:
+            with db.connection() as conn:
+                conn.execute("INSERT INTO kept VALUES ('丢失')")
+                os.kill(postmaster, signal.SIGKILL)
+                conn.execute("SELECT pg_sleep(5)")
+        assert "run the same command again" in str(caught.value)
+        with db.connection() as conn:
+            assert conn.execute("SELECT value FROM kept").fetchall() == [("保留",)]
+    finally:
+        db.close()
+        pgserver.get_server(pgdata).cleanup()
