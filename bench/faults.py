@@ -5,8 +5,10 @@
 
 Every trial ingests the same documents through the CLI (`python -m askany.main --ingest`, its own
 process, small commit groups so a kill lands between and inside transactions) into a knowledge base
-of its own, and kills at a random moment (seeded) either the ingesting process or, every fourth
-trial, the embedded PostgreSQL server itself (SIGKILL of the postmaster). The same command is then
+of its own, and kills either the ingesting process or, every fourth trial, the embedded PostgreSQL
+server itself (SIGKILL of the postmaster), at a random moment (seeded): half the trials once the
+progress bar has counted a random number of files, half after a random time (start-up and the
+final vector pass included). The same command is then
 run again until it succeeds (at most three times), and the knowledge base is compared table by
 table (documents, chunks, keyword postings, vectors) with a reference run that was never
 interrupted. Target: every trial identical, and no re-run prints a traceback.
@@ -17,12 +19,18 @@ Results: stdout (table) and bench/results/faults.json, with the load average.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
+import pty
 import random
+import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,23 +66,38 @@ def postmaster_pid(data_dir: Path) -> int | None:
         return None
 
 
-def trial(number: int, env: dict[str, str], docs: Path, data_dir: Path, delay: float, target: str,
+PROGRESS = re.compile(r"Ingesting into [^:\r\n]*:[^\r\n]*?(\d+)/(\d+) \[")  # not the weights-loading bar
+
+
+def trial(number: int, env: dict[str, str], docs: Path, data_dir: Path, moment: tuple[str, float], target: str,
           expected: dict[str, Any]) -> dict[str, Any]:
+    """One run killed at `moment`: ("seconds", s) after its start, or ("files", n) once its progress
+    bar has counted n files (time alone mostly lands in start-up or the final vector pass)."""
     from tests.support.snapshots import differences
 
     kb = f"trial{number}"
     command = ingest_command(docs, kb)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)
+    started = time.perf_counter()
+    # stderr on a pseudo-terminal: the CLI draws its progress bar only for a terminal.
+    terminal, their_side = pty.openpty()
+    fcntl.ioctl(their_side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # 0 columns: no bar drawn
+    process = subprocess.Popen(command[:-1], env=env, stdout=subprocess.DEVNULL, stderr=their_side)
+    os.close(their_side)
+    errors = _Stderr(terminal)
+    kind, value = moment
+    while process.poll() is None and (time.perf_counter() - started < value if kind == "seconds"
+                                      else errors.files_done < value):
+        time.sleep(0.02)
     killed = process.poll() is None
     if killed:
         if target == "postgres" and (pid := postmaster_pid(data_dir)) is not None:
             os.kill(pid, signal.SIGKILL)
         else:
             process.send_signal(signal.SIGKILL)
-    _, first_err = process.communicate(timeout=300)
+    process.wait(timeout=300)
+    first_err = errors.text()
     interrupted_state = take_snapshot(env, kb)
-    runs, tracebacks = 0, int("Traceback" in (first_err or ""))
+    runs, tracebacks = 0, int("Traceback" in first_err)
     while runs < RERUNS:
         runs += 1
         rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -83,10 +106,37 @@ def trial(number: int, env: dict[str, str], docs: Path, data_dir: Path, delay: f
             break
     final = take_snapshot(env, kb)
     diff = differences(expected, final)
-    return {"trial": number, "target": target, "delay_s": round(delay, 2), "killed": killed,
+    last_line = [line for line in re.split(r"[\r\n]+", first_err) if line.strip() and not PROGRESS.search(line)][-1:]
+    return {"trial": number, "target": target, "moment": f"{value:g} {kind}",
+            "killed": killed,
             "documents_when_killed": len(interrupted_state["documents"]), "reruns": runs,
-            "tracebacks": tracebacks, "first_stderr": (first_err or "").strip().splitlines()[-1:],
-            "identical": not diff, "differs_in": diff}
+            "tracebacks": tracebacks, "last_stderr": last_line, "identical": not diff, "differs_in": diff}
+
+
+class _Stderr:
+    """The ingestion's stderr, read from its terminal as it comes: the progress bar's file count, the text."""
+
+    def __init__(self, terminal: int):
+        self.files_done = 0
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._read, args=(terminal,), daemon=True)
+        self._thread.start()
+
+    def _read(self, terminal: int) -> None:
+        try:
+            while chunk := os.read(terminal, 4096):
+                self._chunks.append(chunk)
+                found = PROGRESS.findall(chunk.decode("utf-8", "replace"))
+                if found:
+                    self.files_done = int(found[-1][0])
+        except OSError:  # EIO: the process has exited and closed its side
+            pass
+        finally:
+            os.close(terminal)
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return b"".join(self._chunks).decode("utf-8", "replace")
 
 
 def main() -> int:
@@ -117,19 +167,23 @@ def main() -> int:
         expected = take_snapshot(env, "reference")
         for number in range(args.kills):
             target = "postgres" if number % 4 == 3 else "ingestion"
-            # From model loading to the last commit: the first seconds of a run are start-up.
-            delay = rng.uniform(0.2, reference_seconds * 0.95)
-            common.log(f"Trial {number + 1}/{args.kills}: kill the {target} after {delay:.1f} s ...")
-            results.append(trial(number, env, docs, data_dir, delay, target, expected))
+            # Half the trials by progress (the middle of storing documents), half by time (start-up, the
+            # final vector pass and merges included); each way for both targets.
+            moment = (("files", rng.randint(1, len(files) - 1)) if number % 4 in (0, 3)
+                      else ("seconds", round(rng.uniform(0.2, reference_seconds * 0.95), 1)))
+            common.log(f"Trial {number + 1}/{args.kills}: kill the {target} at {moment[1]:g} {moment[0]} ...")
+            results.append(trial(number, env, docs, data_dir, moment, target, expected))
             common.log(f"  {'identical' if results[-1]['identical'] else 'DIFFERENT: ' + str(results[-1]['differs_in'])}"
                        f" after {results[-1]['reruns']} re-run(s)")
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
-    rows = [[r["trial"], r["target"], r["delay_s"], "yes" if r["killed"] else "finished first",
+    rows = [[r["trial"], r["target"], r["moment"], "yes" if r["killed"] else "finished first",
              r["documents_when_killed"], r["reruns"], r["tracebacks"], "yes" if r["identical"] else r["differs_in"]]
             for r in results]
-    print(common.table(["trial", "killed", "after s", "killed?", "docs stored", "re-runs", "tracebacks",
+    print(common.table(["trial", "killed", "at", "killed?", "docs stored", "re-runs", "tracebacks",
                         "identical"], rows))
+    said = sorted({line for r in results if r["killed"] and r["target"] == "postgres" for line in r["last_stderr"]})
+    print("what the CLI said when its database was killed: " + (" | ".join(said) or "-"))
     identical = sum(r["identical"] for r in results)
     landed = sum(r["killed"] for r in results)
     clean = all(r["tracebacks"] == 0 for r in results)
