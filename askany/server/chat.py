@@ -39,6 +39,7 @@ from askany.service import (
 router = APIRouter()
 SOURCES_HEADING = "参考资料"
 SNIPPET_CHARS = 200
+THINK_TAG_TOKENS = 4  # <think>, </think> and the line breaks after them: generated, but not in the text
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Final:
     references: list[dict[str, Any]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
+    token_budget: int | None = None  # max new tokens when the model wrote the answer; None: no model did
 
 
 def references(result: QAResult) -> list[dict[str, Any]]:
@@ -86,7 +88,8 @@ def rag_events(service: Service, rag: RagModel, question: str, messages: list[di
             yield kind, value
     assert result is not None
     prompt = service.count_tokens(search_text + "".join(s.text for s in result.sources))
-    yield "done", Final(sources_tail(result), references(result), [str(n) for n in result.notices], prompt)
+    budget = options.resolved(service.settings).max_tokens if result.answer.kind == "generated" else None
+    yield "done", Final(sources_tail(result), references(result), [str(n) for n in result.notices], prompt, budget)
 
 
 def llm_events(service: Service, messages: list[dict[str, Any]], thinking: bool | None,
@@ -94,7 +97,8 @@ def llm_events(service: Service, messages: list[dict[str, Any]], thinking: bool 
     plain = [{"role": m["role"] if m["role"] in ("system", "user", "assistant") else "user",
               "content": message_text(m.get("content"))} for m in messages]
     yield from service.chat_stream(plain, thinking=thinking, generation=options)
-    yield "done", Final(prompt_tokens=service.count_tokens("\n".join(m["content"] for m in plain)))
+    yield "done", Final(prompt_tokens=service.count_tokens("\n".join(m["content"] for m in plain)),
+                        token_budget=options.resolved(service.settings).max_tokens)
 
 
 class Completion:
@@ -105,15 +109,30 @@ class Completion:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.text, self.thinking = "", ""
+        self._completion_tokens: int | None = None
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
 
+    def completion_tokens(self) -> int:
+        if self._completion_tokens is None:
+            written = self.thinking + self.text
+            self._completion_tokens = self.service.count_tokens(written) if written else 0
+        return self._completion_tokens
+
     def usage(self, final: Final) -> dict[str, int]:
-        completion = self.service.count_tokens(self.thinking + self.text) if (self.text or self.thinking) else 0
+        completion = self.completion_tokens()
         return {"prompt_tokens": final.prompt_tokens, "completion_tokens": completion,
                 "total_tokens": final.prompt_tokens + completion}
+
+    def finish_reason(self, final: Final) -> str:
+        """"length" when the model used up its max_tokens, as OpenAI says it (clients offer to continue).
+        Counted again from the text, which lacks the think tags' few tokens: hence the slack."""
+        if final.token_budget is None:
+            return "stop"
+        slack = THINK_TAG_TOKENS if self.thinking else 0
+        return "length" if self.completion_tokens() >= final.token_budget - slack else "stop"
 
     def message(self, final: Final) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.text + final.tail}
@@ -122,7 +141,7 @@ class Completion:
         if final.references:
             message["references"] = final.references
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason(final)}],
                 "usage": self.usage(final), "references": final.references, "notices": final.notices}
 
 
@@ -234,7 +253,8 @@ async def _sse(request: Request, completion: Completion, events: Iterator[tuple[
                 final: Final = value
                 if final.tail:
                     yield _event(completion.chunk({"content": final.tail}))
-                yield _event(completion.chunk({}, "stop", references=final.references, notices=final.notices))
+                yield _event(completion.chunk({}, completion.finish_reason(final), references=final.references,
+                                              notices=final.notices))
                 if include_usage:
                     yield _event({**completion.chunk({}), "choices": [], "usage": completion.usage(final)})
                 yield b"data: [DONE]\n\n"

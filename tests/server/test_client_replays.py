@@ -217,7 +217,7 @@ def test_ragflow_chat_stream(server: str) -> None:
                 answers.append(delta.get("content") or "")
             finish = chunk["choices"][0].get("finish_reason") or finish
         assert any(a and "**ERROR**" not in a for a in answers), text
-        assert finish == "stop"
+        assert finish in ("stop", "length")  # RAGFlow adds its "continue?" line to a "length" answer
 
 
 # ================================================================== Dify
@@ -275,7 +275,7 @@ def test_dify_chat_stream(server: str) -> None:
         delta = event["choices"][0]["delta"]
         assert not (delta.get("reasoning_content") or delta.get("reasoning")), "thinking was turned off"
         content += delta.get("content") or ""
-    assert content and finish == "stop"
+    assert content and finish in ("stop", "length")  # the tiny model often writes its whole budget
     assert usage and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
