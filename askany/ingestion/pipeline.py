@@ -10,6 +10,7 @@ finishes the work. With no embedding model, chunks are stored without vectors
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -220,8 +221,7 @@ class Ingestor:
                     bar.set_postfix(chunks=report.chunks_written, failed=report.failed_count, refresh=False)
             self._flush(pending, embedder, report, on_result)
 
-        if store.count_awaiting_vectors() and embedder.get() is not None:
-            report.vectors_written += self._fill_missing_vectors(embedder.get(), progress)
+        report.vectors_written += self._fill_missing_vectors(embedder, progress)
         if sync:
             self._sync(kb, paths, files, states, report, on_result)
         report.awaiting_vectors = store.count_awaiting_vectors()
@@ -312,11 +312,13 @@ class Ingestor:
         return embedder.encode(texts, batch_size=self.settings.embedding_batch_size,
                                normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
 
-    def _fill_missing_vectors(self, embedder: Any, progress: bool) -> int:
-        """Vectors for chunks stored earlier without them (no model then, or after --reembed)."""
+    def _fill_missing_vectors(self, lazy: _LazyEmbedder, progress: bool) -> int:
+        """Vectors for chunks stored earlier without them (no model then, or after --reembed); the
+        model is loaded only when some are missing."""
         store = self.app.store
         total = store.count_awaiting_vectors()
-        if not total:
+        embedder = lazy.get() if total else None
+        if embedder is None:
             return 0
         from tqdm import tqdm
 
@@ -350,11 +352,10 @@ class _LazyEmbedder:
         self._loaded = False
         self._model: Any | None = None
 
-    def expected(self) -> bool:
+    @functools.cached_property
+    def on_disk(self) -> bool:
         """Whether vectors will be written, judged without loading: switched on and on disk."""
         settings = self._ingestor.settings
-        if self._loaded:
-            return self._model is not None
         if not settings.embedding_enabled:
             return False
         from askany.models.registry import resolve_model
@@ -364,6 +365,9 @@ class _LazyEmbedder:
         except AskAnyError:
             return False
         return True
+
+    def expected(self) -> bool:
+        return self._model is not None if self._loaded else self.on_disk
 
     def get(self) -> Any | None:
         if not self._loaded:
