@@ -17,6 +17,7 @@ from rich.table import Table
 from askany.core.config import get_settings
 from askany.core.text import split_tags
 from askany.service.service import Service
+from askany.service.status import remote_summary
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -60,8 +61,12 @@ def _render_check(status: dict[str, Any]) -> None:
         mode = "offline" if state["offline"] else "online allowed"
         if not state["required"] and not state["name"]:
             out.print(f"[yellow]-[/] {role}: not configured (HANLP_TOK_MODEL), jieba is used")
+        elif state["ok"] and state["remote"]:
+            out.print(f"[green]✓[/] {role}: {escape(remote_summary(state))}")
         elif state["ok"]:
             out.print(f"[green]✓[/] {role}: {state['name']} → {state['path']} ({state['source']}, {mode})")
+        elif state["remote"]:
+            out.print(f"[red]✗[/] {role} ({state['source']}): " + escape(state["problem"]))
         else:
             out.print(f"[red]✗[/] {role} ({mode}): " + escape(state["problem"]))
     out.print(f"Keyword tokenizer: {status['tokenizer']}; device: {status['device']}")

@@ -57,12 +57,32 @@ class Settings(BaseSettings):
     rerank_max_length: int = Field(512, ge=16)
     rerank_top_n: int = Field(20, ge=1, le=200)
 
+    # --- models on a server (askany/models/remote.py): the three roles read alike ---
+    # local: the model folder above; openai: an OpenAI-compatible /v1/embeddings (TEI, vLLM,
+    # Xinference, Infinity, another AskAny --serve)
+    embedding_backend: Literal["local", "openai"] = "local"
+    embedding_api_base: str = ""  # e.g. http://gpu-box:9100/v1
+    embedding_api_key: str = ""
+    embedding_api_model: str = ""  # empty: the name in EMBEDDING_MODEL
+    embedding_api_timeout_seconds: float = Field(60.0, gt=0)
+    embedding_api_retries: int = Field(3, ge=0, le=10)
+    embedding_api_concurrency: int = Field(4, ge=1, le=64)  # batches in flight
+    # openai: the Jina/Cohere /v1/rerank shape; tei: Hugging Face TEI's /rerank
+    reranker_backend: Literal["local", "openai", "tei"] = "local"
+    reranker_api_base: str = ""
+    reranker_api_key: str = ""
+    reranker_api_model: str = ""
+    reranker_api_timeout_seconds: float = Field(30.0, gt=0)
+    reranker_api_retries: int = Field(2, ge=0, le=10)
+    reranker_api_concurrency: int = Field(4, ge=1, le=64)
+
     # --- answering ---
     llm_backend: Literal["transformers", "openai", "none"] = "transformers"
     llm_api_base: str = "http://127.0.0.1:8000/v1"
     llm_api_key: str = ""
     llm_api_model: str = ""
     llm_api_timeout_seconds: float = Field(120.0, gt=0)
+    llm_api_retries: int = Field(1, ge=0, le=10)  # only before the first token: a reply is never resent
     llm_max_new_tokens: int = Field(512, ge=1)
     llm_temperature: float = Field(0.7, ge=0)
     llm_top_p: float = Field(0.8, gt=0, le=1)
@@ -160,6 +180,14 @@ class Settings(BaseSettings):
                                  "port or path (a leading '*.' allows subdomains, '*' any host)")
         return value
 
+    @field_validator("embedding_api_base", "reranker_api_base", "llm_api_base")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise ValueError("write the server's address as http://host:port/path (e.g. http://gpu-box:9100/v1)")
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size:
@@ -167,6 +195,27 @@ class Settings(BaseSettings):
                 f"CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than CHUNK_SIZE ({self.chunk_size})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _remote_roles_have_a_server(self) -> Settings:
+        for role, backend in (("embedding", self.embedding_backend), ("reranker", self.reranker_backend)):
+            if backend != "local" and not getattr(self, f"{role}_api_base"):
+                raise ValueError(f"{role.upper()}_BACKEND={backend} needs {role.upper()}_API_BASE, the server's "
+                                 f"address (e.g. http://gpu-box:9100/v1)")
+        return self
+
+    @property
+    def embedding_model_name(self) -> str:
+        """The model that makes the vectors: what the stored-vector identity is taken from."""
+        if self.embedding_backend == "local":
+            return self.embedding_model
+        return self.embedding_api_model or self.embedding_model
+
+    @property
+    def reranker_model_name(self) -> str:
+        if self.reranker_backend == "local":
+            return self.reranker_model
+        return self.reranker_api_model or self.reranker_model
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -190,7 +239,8 @@ class Settings(BaseSettings):
 
 
 # Settings whose values an error message must not repeat.
-SECRETS = frozenset({"ui_auth", "api_key", "llm_api_key", "postgres_password", "database_url"})
+SECRETS = frozenset({"ui_auth", "api_key", "llm_api_key", "embedding_api_key", "reranker_api_key",
+                     "postgres_password", "database_url"})
 
 
 def _is_ip_address(value: str) -> bool:

@@ -28,6 +28,8 @@ CATALOG: dict[str, str] = {
                           "shorten it or raise LLM_CONTEXT_WINDOW"),
     "embedding_off": "EMBEDDING_ENABLED is off: chunks are stored without vectors",
     "no_vectors": "No vectors written: {reason}",
+    "vectors_stopped": ("Vectors stopped after {written} chunks: {reason}; the chunks after them are stored "
+                        "without vectors (keyword search finds them) and the next run adds them"),
 }
 
 

@@ -16,13 +16,13 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from askany.context import AskAny
-from askany.core.errors import AskAnyError
+from askany.core.errors import AskAnyError, ModelUnavailableError
 from askany.core.notices import Notice
 from askany.core.text import is_utf8
 from askany.ingestion.chunking import char_count_tokens, split_document
@@ -189,7 +189,7 @@ class Ingestor:
             report.notices.append(repaired)
         embedder = _LazyEmbedder(self, report)  # loaded when the first chunk needs a vector, not before
         if embedder.expected():  # a model change is said at once, even when no file needs a vector
-            store.check_vector_model(self.settings.embedding_model)
+            store.check_vector_model(self.settings.embedding_model_name)
         states = store.document_states(kb)
         fingerprint = self.fingerprint(kb, tags)
         max_bytes = int(self.settings.max_file_size_mb * 1024 * 1024)
@@ -247,8 +247,12 @@ class Ingestor:
             error = self.app.models.error("embedding")
             report.embedding_note = Notice("no_vectors", reason=error)
             return None
-        self.app.store.ensure_vector_table(self.settings.embedding_model,
-                                           embedding_dimension(model),
+        try:
+            dimension = embedding_dimension(model)  # a server's model is asked once, here
+        except ModelUnavailableError as error:
+            report.embedding_note = Notice("no_vectors", reason=error)
+            return None
+        self.app.store.ensure_vector_table(self.settings.embedding_model_name, dimension,
                                            self.settings.hnsw_m, self.settings.hnsw_ef_construction)
         return model
 
@@ -300,10 +304,14 @@ class Ingestor:
         embedder = lazy.get()
         if embedder is not None:
             chunks = [chunk for item in pending for chunk in item.record.chunks]
-            vectors = self._encode(embedder, [chunk.text for chunk in chunks])
-            for chunk, vector in zip(chunks, vectors, strict=True):
-                chunk.embedding = vector
-            report.vectors_written += len(chunks)
+            try:
+                vectors = self._encode(embedder, [chunk.text for chunk in chunks])
+            except ModelUnavailableError as error:  # its server went away: store the chunks, vectors later
+                lazy.stop(error)
+            else:
+                for chunk, vector in zip(chunks, vectors, strict=True):
+                    chunk.embedding = vector
+                report.vectors_written += len(chunks)
         report.chunks_written += self.app.store.replace_documents([item.record for item in pending])
         for item in pending:
             self._note(report, item.result, on_result)
@@ -313,23 +321,30 @@ class Ingestor:
                                normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
 
     def _fill_missing_vectors(self, lazy: _LazyEmbedder, progress: bool) -> int:
-        """Vectors for chunks stored earlier without them (no model then, or after --reembed); the
-        model is loaded only when some are missing."""
+        """Vectors for chunks stored earlier without them (no model then, its server down, or after
+        --reembed); the model is loaded only when some are missing. Each batch is claimed (see
+        `ChunkStore.embed_awaiting`), so several processes doing this at once share the work."""
         store = self.app.store
-        total = store.count_awaiting_vectors()
+        total = store.count_awaiting_vectors() if not lazy.stopped else 0
         embedder = lazy.get() if total else None
         if embedder is None:
             return 0
         from tqdm import tqdm
 
-        written = 0
+        written, previous = 0, None
         with tqdm(total=total, unit="chunk", desc="Embedding stored chunks", disable=not progress) as bar:
-            for batch in _batches(lambda: store.chunks_awaiting_vectors(self.settings.ingest_group_chunks)):
-                vectors = self._encode(embedder, [text for _, text in batch])
-                store.write_vectors([(chunk_id, vector) for (chunk_id, _), vector in
-                                     zip(batch, vectors, strict=True)])
-                written += len(batch)
-                bar.update(len(batch))
+            while True:
+                try:
+                    done = store.embed_awaiting(self.settings.ingest_group_chunks,
+                                                lambda texts: self._encode(embedder, texts))
+                except ModelUnavailableError as error:
+                    lazy.stop(error)
+                    break
+                if not done or done == previous:  # the same batch again: its vectors could not be stored
+                    break
+                previous = done
+                written += len(done)
+                bar.update(len(done))
         return written
 
     def _sync(self, kb: str, roots: list[Path], files: list[Path], states: dict[str, tuple[str, str]],
@@ -351,6 +366,7 @@ class _LazyEmbedder:
         self._ingestor, self._report = ingestor, report
         self._loaded = False
         self._model: Any | None = None
+        self.stopped = False
 
     @functools.cached_property
     def on_disk(self) -> bool:
@@ -358,6 +374,8 @@ class _LazyEmbedder:
         settings = self._ingestor.settings
         if not settings.embedding_enabled:
             return False
+        if settings.embedding_backend != "local":
+            return True  # a server's model: whether it answers is found out when a chunk needs it
         from askany.models.registry import resolve_model
 
         try:
@@ -375,19 +393,14 @@ class _LazyEmbedder:
             self._loaded = True
         return self._model
 
+    def stop(self, error: ModelUnavailableError) -> None:
+        """The model failed mid-run (its server went away): the rest of the run stores no vectors."""
+        self._model, self._loaded, self.stopped = None, True, True
+        report = self._report
+        report.embedding_note = Notice("vectors_stopped", written=report.vectors_written, reason=error)
+        log.warning("%s", report.embedding_note)
+
 
 def _printable(path: Path) -> str:
     """A path as text even when its name is not valid UTF-8 (shown with replacement characters)."""
     return os.fsencode(path).decode("utf-8", "replace")
-
-
-def _batches(fetch: Callable[[], list[tuple[int, str]]]) -> Iterator[list[tuple[int, str]]]:
-    """Keep fetching until nothing is left; a batch seen twice means its vectors could not be stored."""
-    previous: list[int] = []
-    while True:
-        batch = fetch()
-        ids = [chunk_id for chunk_id, _ in batch]
-        if not batch or ids == previous:
-            return
-        previous = ids
-        yield batch

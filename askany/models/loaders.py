@@ -54,11 +54,28 @@ def choose_dtype(device: str) -> Any:
 
 # ---------------------------------------------------------------- loaders, one per kind
 
-def checked_folder(settings: Settings, role: Role) -> Path:
+def checked_folder(settings: Settings, role: Role, allow_download: bool = True) -> Path:
     """The role's folder, resolved and checked (before any library import: missing models are reported fast)."""
-    resolved = resolve_model(settings, role)
+    resolved = resolve_model(settings, role, allow_download)
     check_folder(role, resolved.path)
     return resolved.path
+
+
+def load_embedding_model(settings: Settings, role: Role) -> Any:
+    """The embedding role as EMBEDDING_BACKEND says: the local folder, or a client of its server."""
+    if settings.embedding_backend == "openai":
+        from askany.models.remote import RemoteEmbedder
+
+        return RemoteEmbedder(settings)
+    return load_sentence_transformer(settings, role)
+
+
+def load_reranker_model(settings: Settings, role: Role) -> Any:
+    if settings.reranker_backend != "local":
+        from askany.models.remote import RemoteReranker
+
+        return RemoteReranker(settings)
+    return load_cross_encoder(settings, role)
 
 
 def load_sentence_transformer(settings: Settings, role: Role) -> Any:
@@ -101,9 +118,9 @@ def load_causal_lm(settings: Settings, role: Role) -> LoadedLLM:
     return _load_guarded(role, path, load)
 
 
-def load_tokenizer(settings: Settings, role: Role) -> Any:
+def load_tokenizer(settings: Settings, role: Role, allow_download: bool = True) -> Any:
     """Only the role's tokenizer: cheap, used to size chunks in the embedding model's tokens."""
-    path = checked_folder(settings, role)
+    path = checked_folder(settings, role, allow_download)
     from transformers import AutoTokenizer
 
     return _load_guarded(role, path, lambda: AutoTokenizer.from_pretrained(str(path), local_files_only=True))

@@ -75,8 +75,9 @@ def load_hanlp_tokenizer(settings: Settings) -> Any:
 
 
 def load_embedding_tokenizer(settings: Settings) -> Any:
-    """Only the embedding model's tokenizer: cheap, used to size chunks in model tokens."""
-    return load_tokenizer(settings, EMBEDDING)
+    """Only the embedding model's tokenizer: cheap, used to size chunks in model tokens. With the model
+    on a server, only a copy already on disk is used (no download is tried)."""
+    return load_tokenizer(settings, EMBEDDING, allow_download=settings.embedding_backend == "local")
 
 
 #: What a registry can load: every role, plus the embedding model's tokenizer alone.
@@ -166,18 +167,29 @@ class RoleStatus:
     missing: list[str]
     problem: str | None
     required: bool = True  # whether the settings use the role, so that --check fails without it
+    remote: dict[str, Any] | None = None  # a server's role: its address, reported model, dimension
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
 
-def role_status(settings: Settings, role: str | Role) -> RoleStatus:
-    """What `--check` reports for a role, without loading its weights or downloading anything."""
+def role_status(settings: Settings, role: str | Role, probe: bool = True) -> RoleStatus:
+    """What `--check` reports for a role, without loading its weights or downloading anything.
+
+    A role on a server is asked once (`askany.models.remote.probe`) unless ``probe`` is false."""
     role = get_role(role)
     name = role.configured_name(settings)
     offline = role.local_only(settings)
     required = role.required(settings)
+    backend = role.remote(settings)
+    if backend is not None and required:
+        from askany.models.remote import Endpoint
+        from askany.models.remote import probe as ask_server
+
+        found = ask_server(settings, role.name) if probe else {"base": Endpoint.of(settings, role.name).base}
+        return RoleStatus(role.name, f"{role.name.upper()}_API_BASE", found.get("model", name), found["base"],
+                          f"{backend} server", False, [], found.get("problem"), required, found)
     if not name and not required:  # an optional role left empty (HanLP: jieba is used)
         return RoleStatus(role.name, role.setting, name, None, None, offline, [], role.unused(settings), required)
     try:

@@ -30,6 +30,8 @@ class Role:
     kind: Kind  # what its folder holds, hence which files it needs and how it is checked
     unused: Callable[[Settings], str | None]  # why these settings do not use it; None: they do
     loader: Callable[[Settings, Role], Any]  # loads it from its folder (askany.models.loaders)
+    # the backend setting's value when a server runs the model (askany.models.remote); None: local
+    remote: Callable[[Settings], str | None] = lambda _settings: None
 
     @property
     def download_command(self) -> str:
@@ -62,15 +64,19 @@ class Role:
 EMBEDDING = Role(
     "embedding", "EMBEDDING_MODEL", "EMBEDDING_LOCAL_FILES_ONLY", Kind.SENTENCE_TRANSFORMER,
     lambda s: None if s.embedding_enabled else "not used (EMBEDDING_ENABLED=false)",
-    loaders.load_sentence_transformer)
+    loaders.load_embedding_model,
+    lambda s: None if s.embedding_backend == "local" else s.embedding_backend)
 RERANKER = Role(
     "reranker", "RERANKER_MODEL", "RERANKER_LOCAL_FILES_ONLY", Kind.CROSS_ENCODER,
     lambda s: None if s.reranker_enabled else "not used (RERANKER_ENABLED=false)",
-    loaders.load_cross_encoder)
+    loaders.load_reranker_model,
+    lambda s: None if s.reranker_backend == "local" else s.reranker_backend)
+# The remote LLM is not loaded through the registry: generation/backends/openai.py talks to it.
 LLM = Role(
     "llm", "LLM_MODEL", "LLM_LOCAL_FILES_ONLY", Kind.CAUSAL_LM,
-    lambda s: None if s.llm_backend == "transformers" else f"not used (LLM_BACKEND={s.llm_backend})",
-    loaders.load_causal_lm)
+    lambda s: None if s.llm_backend != "none" else "not used (LLM_BACKEND=none)",
+    loaders.load_causal_lm,
+    lambda s: "openai" if s.llm_backend == "openai" else None)
 HANLP = Role(
     "hanlp", "HANLP_TOK_MODEL", None, Kind.HANLP,
     lambda s: None if s.hanlp_tok_model else "not configured: jieba is used",

@@ -112,7 +112,7 @@ def unavailable_reason(app: AskAny, setup: str) -> str:
         if model is None:
             return str(app.models.error("embedding"))
         try:
-            app.store.check_vector_model(app.settings.embedding_model, embedding_dimension(model))
+            app.store.check_vector_model(app.settings.embedding_model_name, embedding_dimension(model))
         except AskAnyError as error:
             return str(error)
     if rerank:

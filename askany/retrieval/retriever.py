@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from askany.context import AskAny
-from askany.core.errors import AskAnyError
+from askany.core.errors import AskAnyError, ModelUnavailableError
 from askany.core.notices import Notice
 from askany.core.text import is_utf8
 from askany.models.registry import embedding_dimension
@@ -184,12 +184,15 @@ class Retriever:
             result.notices.append(Notice("vector_unavailable", reason=self.app.models.error("embedding")))
             return None
         try:
-            self.app.store.check_vector_model(self.settings.embedding_model, embedding_dimension(model))
+            self.app.store.check_vector_model(self.settings.embedding_model_name, embedding_dimension(model))
+            started = time.perf_counter()
+            embedding = self._embed(model, query)
         except EmbeddingMismatchError as error:
             result.notices.append(Notice("vector_mismatch", reason=error))
             return None
-        started = time.perf_counter()
-        embedding = self._embed(model, query)
+        except ModelUnavailableError as error:  # its server is down or refuses: keyword search goes on
+            result.notices.append(Notice("vector_unavailable", reason=error))
+            return None
         result.timings["embed"] = time.perf_counter() - started
         started = time.perf_counter()
         ranked = self.app.store.vector_search(embedding, self.settings.vector_top_n, self.settings.hnsw_ef_search,
@@ -203,8 +206,11 @@ class Retriever:
         texts = list(dict.fromkeys(query.strip()[:MAX_QUERY_CHARS] for query in queries if query.strip()))
         if model is None or not texts:
             return
-        vectors = model.encode(texts, batch_size=self.settings.embedding_batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
+        try:
+            vectors = model.encode(texts, batch_size=self.settings.embedding_batch_size,
+                                   normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        except ModelUnavailableError:
+            return  # each question then meets the failure itself, with its notice
         self._embeddings.update(zip(texts, vectors, strict=True))
 
     def _embed(self, model: object, query: str) -> object:
@@ -224,7 +230,11 @@ class Retriever:
             return hits
         started = time.perf_counter()
         head, tail = hits[:self.settings.rerank_top_n], hits[self.settings.rerank_top_n:]
-        scores = rerank_scores(self.app, query, [hit.chunk.text for hit in head])
+        try:
+            scores = rerank_scores(self.app, query, [hit.chunk.text for hit in head])
+        except ModelUnavailableError as error:  # its server is down or refuses: the fused order stands
+            result.notices.append(Notice("rerank_unavailable", reason=error))
+            return hits
         order = sorted(range(len(head)), key=lambda i: -scores[i])
         for rank, index in enumerate(order, start=1):
             head[index].stages["rerank"] = StageScore(rank, scores[index])

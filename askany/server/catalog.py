@@ -71,9 +71,9 @@ def model_list(service: Service) -> list[dict]:
     if settings.llm_backend != "none":
         owned.append((llm_name(service), "askany-llm"))
     if settings.embedding_enabled:
-        owned.append((display_name(settings.embedding_model), "askany-embedding"))
+        owned.append((display_name(settings.embedding_model_name), "askany-embedding"))
     if settings.reranker_enabled:
-        owned.append((display_name(settings.reranker_model), "askany-reranker"))
+        owned.append((display_name(settings.reranker_model_name), "askany-reranker"))
     seen: set[str] = set()
     return [{"id": model_id, "object": "model", "created": STARTED, "owned_by": owner}
             for model_id, owner in owned if not (model_id in seen or seen.add(model_id))]

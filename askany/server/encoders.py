@@ -63,8 +63,8 @@ def _embeddings(body: EmbeddingsRequest, service: Service) -> JSONResponse:
     dimension = service.embedding_dimension()
     if body.dimensions is not None and body.dimensions != dimension:
         raise APIError(400, f"dimensions={body.dimensions} is not available: the embedding model "
-                            f"{display_name(service.settings.embedding_model)} makes {dimension}-dimensional "
-                            "vectors (send dimensions={dimension} or leave it out)", "invalid_dimensions",
+                            f"{display_name(service.settings.embedding_model_name)} makes {dimension}-dimensional "
+                            f"vectors (send dimensions={dimension} or leave it out)", "invalid_dimensions",
                        "dimensions")
     result = service.embed(texts)
     as_base64 = body.encoding_format == "base64"
@@ -98,7 +98,7 @@ def _rerank(body: RerankRequest, service: Service) -> Any:
                 **({"document": {"text": documents[index]}} if body.return_documents is not False else {})}
                for index, score in order]
     tokens = sum(estimate_tokens(text) for text in [body.query, *documents])  # an estimate: no LLM needed
-    return {"id": f"rerank-{uuid.uuid4().hex}", "model": body.model or display_name(service.settings.reranker_model),
+    return {"id": f"rerank-{uuid.uuid4().hex}", "model": body.model or display_name(service.settings.reranker_model_name),
             "results": results, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 

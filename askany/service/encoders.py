@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from askany.core.errors import ModelUnavailableError
+from askany.models.loaders import embedding_dimension
 
 if TYPE_CHECKING:
     import torch
@@ -39,9 +40,7 @@ def embedding_model_or_raise(app: AskAny):  # noqa: ANN201 - a SentenceTransform
 
 
 def embedding_dimension_of(app: AskAny, model: object | None = None) -> int:
-    model = model or embedding_model_or_raise(app)
-    return int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
-               else model.get_sentence_embedding_dimension())
+    return embedding_dimension(model or embedding_model_or_raise(app))
 
 
 def embed(app: AskAny, texts: list[str]) -> Embeddings:
@@ -49,11 +48,13 @@ def embed(app: AskAny, texts: list[str]) -> Embeddings:
     model = embedding_model_or_raise(app)
     dimension = embedding_dimension_of(app, model)
     if not texts:
-        return Embeddings(np.zeros((0, dimension), dtype=np.float32), 0, app.settings.embedding_model, dimension)
-    with TokenCounter.of(model).counting() as counted:
+        return Embeddings(np.zeros((0, dimension), dtype=np.float32), 0, app.settings.embedding_model_name, dimension)
+    # A server's client counts what the server reports (usage); a local model, what it encodes.
+    counter = model if hasattr(model, "counting") else TokenCounter.of(model)
+    with counter.counting() as counted:
         vectors = model.encode(texts, batch_size=app.settings.embedding_batch_size, normalize_embeddings=True,
                                convert_to_numpy=True, show_progress_bar=False)
-    return Embeddings(vectors.astype(np.float32, copy=False), counted(), app.settings.embedding_model, dimension)
+    return Embeddings(vectors.astype(np.float32, copy=False), counted(), app.settings.embedding_model_name, dimension)
 
 
 class TokenCounter:

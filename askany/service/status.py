@@ -60,3 +60,10 @@ def _redacted(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+def remote_summary(state: dict[str, Any]) -> str:
+    """One line for a role a server runs: its model, address and dimension, as the server reported."""
+    found = state.get("remote") or {}
+    dimension = f", {found['dimension']} dimensions" if found.get("dimension") else ""
+    return f"{state.get('name')} on {found.get('base')} ({state.get('source')}, reachable{dimension})"

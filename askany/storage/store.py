@@ -182,14 +182,25 @@ class ChunkStore:
             conn.execute("DROP TABLE IF EXISTS chunk_vectors")
             conn.execute("DELETE FROM askany_meta WHERE key IN ('embedding_model', 'embedding_dim')")
 
-    def chunks_awaiting_vectors(self, limit: int) -> list[tuple[int, str]]:
-        if not self.vector_model():
-            with self.db.connection() as conn:
-                return conn.execute("SELECT id, text FROM chunks ORDER BY id LIMIT %s", (limit,)).fetchall()
+    def embed_awaiting(self, limit: int, encode: Callable[[list[str]], Any]) -> list[int]:
+        """Claim up to `limit` chunks without a vector, embed them with `encode` and store the vectors,
+        in one transaction; returns their ids (none: nothing left that no one else holds).
+
+        The claim is a row lock with SKIP LOCKED: several processes filling vectors at once (workers
+        on other hosts, against one Postgres) each take different chunks, and a process that dies
+        or whose model server fails mid-batch releases its chunks for the next one."""
         with self.db.connection() as conn:
-            return conn.execute(
-                "SELECT c.id, c.text FROM chunks c LEFT JOIN chunk_vectors v ON v.chunk_id = c.id "
-                "WHERE v.chunk_id IS NULL ORDER BY c.id LIMIT %s", (limit,)).fetchall()
+            rows = conn.execute(
+                "SELECT c.id, c.text FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM chunk_vectors v "
+                "WHERE v.chunk_id = c.id) ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED", (limit,)).fetchall()
+            if not rows:
+                return []
+            vectors = encode([text for _, text in rows])
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO chunk_vectors (chunk_id, embedding) VALUES (%s, %s) "
+                                "ON CONFLICT (chunk_id) DO NOTHING",
+                                [(chunk_id, vector) for (chunk_id, _), vector in zip(rows, vectors, strict=True)])
+        return [chunk_id for chunk_id, _ in rows]
 
     def count_awaiting_vectors(self) -> int:
         with self.db.connection() as conn:
@@ -197,15 +208,6 @@ class ChunkStore:
                 return conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
             return conn.execute("SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM chunk_vectors v "
                                 "WHERE v.chunk_id = c.id)").fetchone()[0]
-
-    def write_vectors(self, pairs: list[tuple[int, np.ndarray]]) -> None:
-        """Store vectors for chunks that may have been deleted meanwhile (those are skipped)."""
-        with self.db.connection() as conn:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO chunk_vectors (chunk_id, embedding) SELECT %s, %s WHERE EXISTS "
-                    "(SELECT 1 FROM chunks WHERE id = %s) ON CONFLICT (chunk_id) DO NOTHING",
-                    [(chunk_id, vector, chunk_id) for chunk_id, vector in pairs])
 
     # ------------------------------------------------------------ documents
     def document_states(self, kb: str) -> dict[str, tuple[str, str]]:

@@ -69,6 +69,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "notice_vector_mismatch": "向量检索不可用：{reason}",
         "notice_embedding_off": "向量功能已关闭（EMBEDDING_ENABLED=false），文档只建立关键词索引。",
         "notice_no_vectors": "没有写入向量：{reason}",
+        "notice_vectors_stopped": "写入 {written} 个分块的向量后中断：{reason}；之后的分块已保存但没有向量（关键词检索可以找到），下次导入时补上",
         "brief_reranker": "未加载重排模型，资料按融合排序显示（开启方法见页面顶部或“状态”页）。",
         "brief_embedding": "未加载向量模型，只用关键词检索（开启方法见页面顶部或“状态”页）。",
         "stage_embed": "向量化", "stage_keyword": "关键词检索", "stage_vector": "向量检索",
@@ -133,6 +134,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "notice_vector_mismatch": "Vector search unavailable: {reason}",
         "notice_embedding_off": "Vectors are off (EMBEDDING_ENABLED=false): documents get a keyword index only.",
         "notice_no_vectors": "No vectors written: {reason}",
+        "notice_vectors_stopped": ("Vectors stopped after {written} chunks: {reason}; the chunks after them are "
+                                   "stored without vectors (keyword search finds them) and the next run adds them"),
         "brief_reranker": "No reranker loaded; passages keep the fused order (see the banner or Status for the fix).",
         "brief_embedding": "No embedding model loaded; keyword search only (see the banner or Status for the fix).",
         "stage_embed": "embed", "stage_keyword": "keyword", "stage_vector": "vector", "stage_fused": "fused",

@@ -17,6 +17,7 @@ from typing import Any
 
 from askany.core.text import CITATION
 from askany.service import QAResult, Source, Turn
+from askany.service.status import remote_summary
 from askany.web.i18n import answer_notices, strings
 
 STAGE_ORDER = ("embed", "keyword", "vector", "rerank", "load", "first_token", "generate", "extract", "total")
@@ -201,6 +202,8 @@ def render_status(status: dict[str, Any], loaded: dict[str, bool], language: str
         label = t.get(f"role_{role}", role)
         if not state.get("required") and not state.get("name"):
             rows.append(("info", label, t["not_configured"]))
+        elif state.get("ok") and state.get("remote"):
+            rows.append(("ok", label, remote_summary(state)))
         elif state.get("ok"):
             how = t["loaded"] if loaded.get(role) else t["available"]
             rows.append(("ok", label, f"{how}: {state.get('name')} → {state.get('path')} ({state.get('source')})"))

@@ -25,9 +25,6 @@ from askany.generation.thinking import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
 
-#: No SDK retries: a failed request falls back to an extractive answer at once, and retrying a
-#: timeout would make the user wait LLM_API_TIMEOUT_SECONDS several times over.
-MAX_RETRIES = 0
 #: The SDK refuses to build a client without a key; this one is never sent (see `_auth_headers`).
 _NO_KEY = "no-key"
 
@@ -43,9 +40,12 @@ class OpenAIGenerator:
         seconds = settings.llm_api_timeout_seconds
         # The key is always passed explicitly: otherwise the SDK would read OPENAI_API_KEY from the
         # environment and send a real OpenAI key to whatever server LLM_API_BASE names.
+        # LLM_API_RETRIES follows the rule of the other roles' servers (askany/models/remote.py), which
+        # is the SDK's own: 408/429/5xx, timeouts and dropped connections, with backoff or Retry-After.
+        # The SDK retries only the request, never a stream that has begun, so no reply is sent twice.
         self.client = openai.OpenAI(
             base_url=self.base, api_key=settings.llm_api_key or _NO_KEY,
-            timeout=openai.Timeout(seconds, connect=min(seconds, 10.0)), max_retries=MAX_RETRIES,
+            timeout=openai.Timeout(seconds, connect=min(seconds, 10.0)), max_retries=settings.llm_api_retries,
             http_client=http_client)
 
     @property

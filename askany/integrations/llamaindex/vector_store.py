@@ -69,7 +69,7 @@ class AskAnyVectorStore(BasePydanticVectorStore):
             terms = self._app.analyzer.bags(texts)
             if any(node.embedding is not None for node in doc_nodes):
                 dim = len(next(node.embedding for node in doc_nodes if node.embedding is not None))
-                self._app.store.ensure_vector_table(settings.embedding_model, dim, settings.hnsw_m,
+                self._app.store.ensure_vector_table(settings.embedding_model_name, dim, settings.hnsw_m,
                                                     settings.hnsw_ef_construction)
             chunks = chunk_records(doc_nodes, terms)
             records.append(DocumentRecord(
