@@ -82,7 +82,7 @@ def ingest(args: argparse.Namespace) -> int:
     data = {
         "kb": report.kb,
         "files": {status: report.count(status) for status in
-                  ("new", "changed", "unchanged", "failed", "skipped", "removed")},
+                  ("new", "changed", "unchanged", "failed", "skipped", "removed", "claimed")},
         "chunks_written": report.chunks_written, "vectors_written": report.vectors_written,
         "chunks_awaiting_vectors": report.awaiting_vectors, "embedding_note": report.embedding_note,
         "seconds": round(report.seconds, 3), "chunks_per_second": round(report.chunks_per_second, 1),
@@ -105,6 +105,9 @@ def _render_ingest(data: dict[str, Any]) -> None:
         out.print(f"[bold]Files not ingested[/] ({len(data['problems'])}):")
         for problem in data["problems"]:
             out.print(f"  {problem['status']:7} {problem['path']}: {problem['reason']}", markup=False)
+    if files["claimed"]:
+        out.print(f"{files['claimed']} files were left to another ingestion run that was storing them at the "
+                  "same time.")
     if data["embedding_note"]:
         out.print(f"[yellow]{data['embedding_note']}[/]")
     for notice in data["notices"]:

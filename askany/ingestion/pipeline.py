@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,16 +30,18 @@ from askany.ingestion.discovery import absolute, discover
 from askany.ingestion.loaders import SUPPORTED_SUFFIXES, FileSkipped, LoadedFile, load_file
 from askany.ingestion.loaders.limits import ParseLimits
 from askany.models.registry import embedding_dimension
-from askany.storage.store import DocumentRecord
+from askany.storage.store import DocumentClaims, DocumentRecord
 
 if TYPE_CHECKING:
     from llama_index.core.schema import TextNode
 
 log = logging.getLogger(__name__)
 
-Status = Literal["new", "changed", "unchanged", "failed", "skipped", "removed"]
+# "claimed": another ingestion run (another process or host) was storing the file at the same time
+Status = Literal["new", "changed", "unchanged", "failed", "skipped", "removed", "claimed"]
 PIPELINE_VERSION = "1"
 KEYWORD_ONLY_GROUP_CHUNKS = 4096
+CLAIM_BATCH = 64  # files claimed in one round trip
 
 
 @dataclass
@@ -205,28 +207,75 @@ class Ingestor:
         from askany.ingestion.workers import parse_all
 
         examined = (self._examine(path, fingerprint, max_bytes, states.get(str(path))) for path in files)
-        with tqdm(total=len(files), unit="file", desc=f"Ingesting into {kb}", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            for item in parse_all(self, examined, kb, tags, fingerprint):
-                if isinstance(item, FileResult):
-                    self._note(report, item, on_result)
-                else:
-                    pending.append(item)
-                    pending_chunks += len(item.record.chunks)
-                    if pending_chunks >= group:
-                        self._flush(pending, embedder, report, on_result)
-                        pending, pending_chunks = [], 0
-                bar.update(1)
-                if progress:  # counted as it goes: recounting the results per file is quadratic
-                    bar.set_postfix(chunks=report.chunks_written, failed=report.failed_count, refresh=False)
-            self._flush(pending, embedder, report, on_result)
+        claims = DocumentClaims(store.db)
+        done: list[str] = []  # claimed files finished since the last group was written
+        try:
+            with tqdm(total=len(files), unit="file", desc=f"Ingesting into {kb}", disable=not progress,
+                      dynamic_ncols=True) as bar:
+                for item in parse_all(self, self._claimed(examined, kb, fingerprint, claims), kb, tags,
+                                      fingerprint):
+                    if isinstance(item, FileResult):
+                        self._note(report, item, on_result)
+                        if item.status == "failed":
+                            done.append(item.path)
+                    else:
+                        pending.append(item)
+                        pending_chunks += len(item.record.chunks)
+                        if pending_chunks >= group:
+                            self._flush(pending, embedder, report, on_result)
+                            claims.release(kb, done + [each.result.path for each in pending])
+                            pending, pending_chunks, done = [], 0, []
+                    bar.update(1)
+                    if progress:  # counted as it goes: recounting the results per file is quadratic
+                        bar.set_postfix(chunks=report.chunks_written, failed=report.failed_count, refresh=False)
+                self._flush(pending, embedder, report, on_result)
+        finally:
+            claims.close()  # every claim ends, also when the run is interrupted
 
         report.vectors_written += self._fill_missing_vectors(embedder, progress)
+        # After a first load (or one that was stopped): built once over all vectors, not one by one.
+        if store.ensure_vector_index(self.settings.hnsw_m, self.settings.hnsw_ef_construction):
+            log.info("Built the vector index over the stored vectors")
         if sync:
             self._sync(kb, paths, files, states, report, on_result)
         report.awaiting_vectors = store.count_awaiting_vectors()
         report.seconds = time.perf_counter() - started
         return report
+
+    def _claimed(self, examined: Iterator[FileResult | ParseTask], kb: str, fingerprint: str,
+                 claims: DocumentClaims) -> Iterator[FileResult | ParseTask]:
+        """The examined files, with each task claimed first: a file another run holds is left to it
+        ("claimed"), and one another run stored since it was examined is looked at again."""
+        batch: list[FileResult | ParseTask] = []
+        tasks = 0
+        for item in examined:
+            batch.append(item)
+            tasks += isinstance(item, ParseTask)
+            if tasks >= CLAIM_BATCH:
+                yield from self._claim_batch(batch, kb, fingerprint, claims)
+                batch, tasks = [], 0
+        yield from self._claim_batch(batch, kb, fingerprint, claims)
+
+    def _claim_batch(self, items: list[FileResult | ParseTask], kb: str, fingerprint: str,
+                     claims: DocumentClaims) -> Iterator[FileResult | ParseTask]:
+        sources = [item.source for item in items if isinstance(item, ParseTask)]
+        won = claims.claim(kb, sources)
+        now = self.app.store.document_states_of(kb, sorted(won)) if won else {}
+        unchanged_now: list[str] = []
+        for item in items:
+            if isinstance(item, ParseTask) and item.source not in won:
+                item = FileResult(item.source, "claimed", reason="another ingestion run was storing it")
+            elif isinstance(item, ParseTask) and item.source in now:
+                # Another run may have stored it since this one looked: compare with what is stored now.
+                current = now[item.source]
+                if not item.stored:
+                    item = self._examine(item.path, fingerprint, 1 << 62, current)  # its size was checked
+                elif current == (item.content_hash, fingerprint):
+                    item = FileResult(item.source, "unchanged")
+                if isinstance(item, FileResult):
+                    unchanged_now.append(item.path)
+            yield item
+        claims.release(kb, unchanged_now)
 
     def _note(self, report: IngestReport, result: FileResult,
               on_result: Callable[[FileResult], None] | None) -> None:
@@ -252,8 +301,7 @@ class Ingestor:
         except ModelUnavailableError as error:
             report.embedding_note = Notice("no_vectors", reason=error)
             return None
-        self.app.store.ensure_vector_table(self.settings.embedding_model_name, dimension,
-                                           self.settings.hnsw_m, self.settings.hnsw_ef_construction)
+        self.app.store.ensure_vector_table(self.settings.embedding_model_name, dimension)
         return model
 
     def _examine(self, path: Path, fingerprint: str, max_bytes: int,

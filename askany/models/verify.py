@@ -56,7 +56,7 @@ def _verify_role(settings: Settings, role: Role, progress: bool) -> VerifyRow:
     folder = _locate(settings, role)
     unused = role.unused(settings)  # the same rule as --check
     if unused is None and role.remote(settings):
-        unused = f"not used: a server runs it ({role.name.upper()}_BACKEND={role.remote(settings)})"
+        unused = f"not used ({role.name.upper()}_BACKEND={role.remote(settings)})"  # a server runs it
     if folder is None or (isinstance(folder, VerifyRow) and unused):
         return VerifyRow(role.name, setting, None, ok=True, files=unused or "not configured",
                          files_ok=True, config_ok=True, weights_ok=True)

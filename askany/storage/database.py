@@ -220,6 +220,23 @@ class Database:
         finally:
             pool.putconn(conn)  # a closed pool just closes it
 
+    @contextmanager
+    def dedicated(self) -> Iterator[psycopg.Connection]:
+        """A connection of its own, outside the pool, in autocommit: for what lives as long as a
+        session does (advisory locks that must end with the process, whatever way it ends)."""
+        pool = self._pool if self._pool is not None and not self._pool.closed else self._open_pool()
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=15)
+        except psycopg.OperationalError as error:  # the pool's server answered a moment ago
+            raise self._lost(pool, error) from None
+        try:
+            with conn:
+                yield conn
+        except psycopg.Error as error:
+            if not connection_lost(error) or self._pool is None:
+                raise
+            raise self._lost(self._pool, error) from None
+
     def _checkout(self) -> tuple[ConnectionPool, psycopg.Connection]:
         pool = self._pool
         if pool is None or pool.closed:

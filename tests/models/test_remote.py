@@ -5,6 +5,9 @@ duplicated, and a re-run finishes the job."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from tests.support.snapshots import snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "ingest" / "samples"
+CMRC_DOCS = ROOT.parent / "shared" / "eval" / "cmrc2018-trial" / "docs"
 QUESTION = "如何回滚发布？"
 
 
@@ -184,3 +188,48 @@ def test_a_real_askany_server_serves_all_three_roles(
         assert result.sources and not [n for n in result.notices if "unavailable" in n]
         status = collect_status(client.settings, db_probe=False)
         assert all(status["models"][role]["ok"] for role in ("embedding", "reranker", "llm")), status["models"]
+
+
+@pytest.mark.slow
+def test_two_ingestion_workers_on_one_database_split_the_files(make_app, pg_data_dir: Path, tmp_path: Path) -> None:
+    """Two CLI processes ingesting the same folder with vectors from one server: each file is parsed
+    and embedded by one of them, and the result is one run's."""
+    standin = ModelStandIn(dimension=16, delay_seconds=0.05)
+    try:
+        settings = {"embedding_backend": "openai", "embedding_api_base": standin.base,
+                    "embedding_api_model": "standin-embed", "embedding_batch_size": 8}
+        app = make_app(**settings)
+        empty_database(app)
+        Service(app=app).ingest([CMRC_DOCS], kb="reference")
+        expected = snapshot(app, "reference")
+        texts_once = sum(len(body["input"]) for body in embedding_requests(standin))
+        standin.requests.clear()
+
+        env = {**os.environ, "DATA_DIR": str(pg_data_dir), "MODELS_DIR": str(tmp_path / "models"),
+               "LLM_BACKEND": "none", "RERANKER_ENABLED": "false", "INGEST_GROUP_CHUNKS": "16",
+               # Parsing here, a file is claimed at most CLAIM_BATCH files ahead of its turn (worker
+               # processes read ~700 files ahead, all of this folder): both runs then get a share.
+               "INGEST_WORKERS": "0",
+               "EMBEDDING_API_CONCURRENCY": "1", **{key.upper(): str(value) for key, value in settings.items()}}
+        command = [sys.executable, "-m", "askany.main", "--ingest", str(CMRC_DOCS), "--kb", "split", "--json",
+                   "--no-progress"]
+        runs = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
+        outcomes = [run.communicate(timeout=300) for run in runs]
+    finally:
+        standin.close()
+    import json
+
+    reports = []
+    for run, (stdout, stderr) in zip(runs, outcomes, strict=True):
+        assert run.returncode == 0 and "Traceback" not in stderr, stderr
+        reports.append(json.loads(stdout))
+    stored = [report["files"]["new"] + report["files"]["changed"] for report in reports]
+    assert sum(stored) == 256 and min(stored) > 0, reports  # both worked, each file stored by one
+    assert sum(report["files"]["claimed"] for report in reports) > 0
+    embedded = sum(len(body["input"]) for body in embedding_requests(standin))
+    assert embedded <= texts_once + 2, "no chunk embedded twice (one dimension probe per process)"
+    final = snapshot(app, "split")
+    assert final["documents"] == expected["documents"] and final["vectors"] == expected["vectors"]
+    assert final["terms"] == expected["terms"]
+    assert sorted(row[1:] for row in final["chunks"]) == sorted(row[1:] for row in expected["chunks"])

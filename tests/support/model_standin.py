@@ -36,8 +36,11 @@ def overlap_score(query: str, passage: str) -> float:
 
 
 class ModelStandIn:
-    def __init__(self, dimension: int = 32, model: str = "standin-embed", slow_seconds: float = 3.0):
-        self.dimension, self.model, self.slow_seconds = dimension, model, slow_seconds
+    def __init__(self, dimension: int = 32, model: str = "standin-embed", slow_seconds: float = 3.0,
+                 delay_seconds: float = 0.0):
+        """``delay_seconds``: every answer takes that long (a busy GPU server); "slow" takes ``slow_seconds``."""
+        self.dimension, self.model = dimension, model
+        self.slow_seconds, self.delay_seconds = slow_seconds, delay_seconds
         self.faults: list[str | None] = []
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._after: tuple[int, str] | None = None
@@ -60,8 +63,7 @@ class ModelStandIn:
                     self.close_connection = True
                     self.connection.shutdown(2)  # no answer at all: the client sees the connection end
                     return
-                if fault == "slow":
-                    time.sleep(standin.slow_seconds)
+                time.sleep(standin.slow_seconds if fault == "slow" else standin.delay_seconds)
                 if fault in ("429", "500", "401", "503"):
                     headers = {"Retry-After": "0"} if fault == "429" else {}
                     self._send(int(fault), {"error": {"message": f"injected {fault}"}}, headers)

@@ -69,14 +69,14 @@ class AskAnyVectorStore(BasePydanticVectorStore):
             terms = self._app.analyzer.bags(texts)
             if any(node.embedding is not None for node in doc_nodes):
                 dim = len(next(node.embedding for node in doc_nodes if node.embedding is not None))
-                self._app.store.ensure_vector_table(settings.embedding_model_name, dim, settings.hnsw_m,
-                                                    settings.hnsw_ef_construction)
+                self._app.store.ensure_vector_table(settings.embedding_model_name, dim)
             chunks = chunk_records(doc_nodes, terms)
             records.append(DocumentRecord(
                 kb=str(first.get("kb", settings.default_kb)), source=str(first.get("source", doc_id)),
                 title=str(first.get("title", doc_id)), kind="doc", content_hash=str(first.get("doc_hash", "")),
                 fingerprint="llamaindex", tags=list(first.get("tags", [])), encoding=None, chunks=chunks))
         self._app.store.replace_documents(records)
+        self._app.store.ensure_vector_index(settings.hnsw_m, settings.hnsw_ef_construction)
         return [node.node_id for node in nodes]
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
