@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -38,39 +37,11 @@ PASSAGES = [line.strip() for line in (common.ROOT / "ingest" / "samples" / "k8s-
     encoding="utf-8").splitlines() if len(line.strip()) > 8]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def environment(data_dir: Path, models: dict[str, Path], port: int, batch_size: int = 16) -> dict[str, str]:
     return {**os.environ, "DATA_DIR": str(data_dir), "MODELS_DIR": str(data_dir / "models"),
             "EMBEDDING_MODEL": str(models["embedding"]), "RERANKER_MODEL": str(models["reranker"]),
             "LLM_MODEL": str(models["llm"]), "LLM_BACKEND": "transformers", "LLM_MAX_NEW_TOKENS": "8",
             "DEVICE": "cpu", "API_PORT": str(port), "EMBEDDING_BATCH_SIZE": str(batch_size), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(common.ROOT)}
-
-
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
-    import httpx
-
-    server = subprocess.Popen([sys.executable, "-m", "askany.main", "--serve"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited: {server.stderr.read().decode()[-2000:]}")
-        try:
-            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-            # Ready once the warm-up has loaded every model: measuring while it loads them in the
-            # background made the API look 30-60 % slower than it is.
-            if health.status_code == 200 and all(m["loaded"] for m in health.json()["models"].values() if m["ok"]):
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    server.kill()
-    raise SystemExit("the server did not answer /health within 120 s")
 
 
 BLOCK = 10  # batches per block in the one-at-a-time comparison
@@ -228,12 +199,12 @@ def main() -> int:
               for role in ("embedding", "reranker", "llm")}
     info = common.machine()
     with common.fresh_data_dir() as data_dir:
-        port = free_port()
+        port = common.free_port()
         env = environment(data_dir, models, port, args.batch_size)  # the server encodes in the same batches
         common.log("Ingesting the sample documents through the CLI ...")
         subprocess.run([sys.executable, "-m", "askany.main", "--ingest", str(common.ROOT / "ingest" / "samples"),
                         "--kb", "bench", "--no-progress"], env=env, check=True, stdout=subprocess.DEVNULL)
-        server = start_server(env, port)
+        server = common.start_server(env, port)
         base = f"http://127.0.0.1:{port}"
         try:
             common.log("Embedding overhead: direct model.encode vs POST /v1/embeddings ...")
@@ -245,7 +216,7 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(30)
-            _stop_pg(data_dir)
+            common.stop_server_postgres(data_dir)
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
     if load is not None:
@@ -267,16 +238,6 @@ def main() -> int:
                                           "embedding_overhead": overhead, "mixed_load": load}, args.output)
     common.log(f"Wrote {path}")
     return 0 if (load is None or load["errors"] == 0) and overhead["overhead"] <= 0.15 else 1
-
-
-def _stop_pg(data_dir: Path) -> None:
-    """The server process started the embedded PostgreSQL; stop it so the folder can go."""
-    try:
-        import pgserver
-
-        pgserver.get_server(data_dir / "pgdata").cleanup()
-    except Exception as error:  # noqa: BLE001 - best effort at the end of a run
-        common.log(f"Could not stop the embedded PostgreSQL: {error}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import json
 import os
 import platform
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -278,3 +280,46 @@ def write_json(name: str, data: dict[str, Any], output: Path | None = None) -> P
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
+    """`python -m askany.main --serve` in a process of its own, returned once /health says every
+    model it can load is loaded."""
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "askany.main", "--serve"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            # Ready once the warm-up has loaded every model: measuring while it loads them in the
+            # background made the API look 30-60 % slower than it is.
+            if health.status_code == 200 and all(m["loaded"] for m in health.json()["models"].values() if m["ok"]):
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.kill()
+    raise SystemExit("the server did not answer /health within 120 s")
+
+
+def stop_server_postgres(data_dir: Path) -> None:
+    """The server process started the embedded PostgreSQL; stop it so the folder can go."""
+    try:
+        import pgserver
+
+        pgserver.get_server(data_dir / "pgdata").cleanup()
+    except Exception as error:  # noqa: BLE001 - best effort at the end of a run
+        log(f"Could not stop the embedded PostgreSQL: {error}")

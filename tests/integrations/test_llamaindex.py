@@ -9,6 +9,7 @@ import pytest
 
 from askany.integrations.llamaindex import AskAnyLLM, AskAnyReranker, AskAnyRetriever, AskAnyVectorStore
 from askany.service import Service
+from tests.support.fixtures import empty_database
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "如何回滚发布？"
@@ -18,6 +19,7 @@ QUESTION = "如何回滚发布？"
 def service(make_app, tiny_embedding_dir, tiny_reranker_dir, tiny_llm_dir) -> Service:
     app = make_app(embedding_model=str(tiny_embedding_dir), reranker_model=str(tiny_reranker_dir),
                    llm_backend="transformers", llm_model=str(tiny_llm_dir), llm_max_new_tokens=8)
+    empty_database(app)  # other tests' knowledge bases hold the same samples: the sources must be these
     service = Service(app=app)
     service.ingest([ROOT / "ingest" / "samples"], kb="li")
     return service

@@ -132,6 +132,16 @@ def test_a_refusal_or_a_wrong_dimension_stops_vectors_with_one_sentence(
     assert len(inputs) == len(set(inputs))  # a refusal is not tried again
 
 
+def test_a_server_without_base64_is_asked_for_floats(make_app, standin: ModelStandIn) -> None:
+    standin.refuse_base64 = True
+    app = make_app(embedding_backend="openai", embedding_api_base=standin.base)
+    vectors = app.models.embedding().encode(["回滚", "备份"])
+    assert np.allclose(vectors, [hashed_vector("回滚", 48), hashed_vector("备份", 48)], atol=1e-6)
+    assert [body["encoding_format"] for _, body in standin.requests] == ["base64", "float"]
+    app.models.embedding().encode(["再来"])
+    assert standin.requests[-1][1]["encoding_format"] == "float"  # remembered
+
+
 def test_a_timeout_is_retried_then_named(remote_app, standin: ModelStandIn) -> None:
     standin.slow_seconds = 1.0
     app = remote_app(embedding_api_timeout_seconds=0.2, embedding_api_retries=1)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+POOL = 8192  # vectors made up front by an instant stand-in
+
 
 def hashed_vector(text: str, dimension: int) -> np.ndarray:
     vector = np.zeros(dimension, dtype=np.float32)
@@ -37,10 +39,18 @@ def overlap_score(query: str, passage: str) -> float:
 
 class ModelStandIn:
     def __init__(self, dimension: int = 32, model: str = "standin-embed", slow_seconds: float = 3.0,
-                 delay_seconds: float = 0.0):
-        """``delay_seconds``: every answer takes that long (a busy GPU server); "slow" takes ``slow_seconds``."""
+                 delay_seconds: float = 0.0, instant: bool = False, refuse_base64: bool = False):
+        """``delay_seconds``: every answer takes that long (a busy GPU server); "slow" takes ``slow_seconds``.
+        ``instant``: one precomputed vector for every text, so answering costs next to nothing (the
+        pipeline-ceiling benchmark). ``refuse_base64``: a 400 for base64, as a floats-only server."""
         self.dimension, self.model = dimension, model
         self.slow_seconds, self.delay_seconds = slow_seconds, delay_seconds
+        self.instant, self.refuse_base64 = instant, refuse_base64
+        # Instant answers: a text's vector is one of a few thousand made up front (distinct texts get
+        # distinct vectors, as from a real model, so the vector index is built as for real data).
+        self._ready = np.random.default_rng(0).standard_normal((POOL if instant else 0, dimension)).astype("<f4")
+        self._ready /= np.maximum(np.linalg.norm(self._ready, axis=1, keepdims=True), 1e-9)
+        self._ready_base64 = [json.dumps(base64.b64encode(row.tobytes()).decode()) for row in self._ready]
         self.faults: list[str | None] = []
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._after: tuple[int, str] | None = None
@@ -73,13 +83,15 @@ class ModelStandIn:
                 except KeyError as error:
                     self._send(400, {"error": {"message": f"missing {error}"}})
                     return
-                if answer is None:
+                if isinstance(answer, tuple):
+                    self._send(*answer)
+                elif answer is None:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                 else:
                     self._send(200, answer)
 
             def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -118,6 +130,16 @@ class ModelStandIn:
         if path == "/v1/embeddings":
             texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
             as_base64 = body.get("encoding_format") == "base64"
+            if as_base64 and self.refuse_base64:
+                return 400, {"error": {"message": "encoding_format must be float"}}
+            if self.instant and not wrong_dimension:
+                picks = [zlib.crc32(text.encode("utf-8")) % POOL for text in texts]
+                vectors = [self._ready_base64[pick] if as_base64 else json.dumps(self._ready[pick].tolist())
+                           for pick in picks]
+                rows = ",".join(f'{{"object":"embedding","index":{i},"embedding":{vector}}}'
+                                for i, vector in enumerate(vectors))
+                return (f'{{"object":"list","data":[{rows}],"model":"{self.model}",'
+                        f'"usage":{{"prompt_tokens":0,"total_tokens":0}}}}').encode()
             data = []
             for index, text in enumerate(texts):
                 vector = hashed_vector(text, dimension)
@@ -144,3 +166,14 @@ class ModelStandIn:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+if __name__ == "__main__":  # a stand-in in a process of its own (bench/ingest.py --embedding-api standin)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="an instant stand-in embedding server on 127.0.0.1")
+    parser.add_argument("--dimension", type=int, default=1024)
+    args = parser.parse_args()
+    server = ModelStandIn(dimension=args.dimension, instant=True)
+    print(server.base, flush=True)
+    threading.Event().wait()
