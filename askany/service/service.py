@@ -229,7 +229,8 @@ class Service:
 
     def reembed(self, progress: bool = False) -> IngestReport:
         """Drop every vector and embed all chunks again with EMBEDDING_MODEL (checked first)."""
-        self.app.models.embedding()  # fail now, before dropping anything, when the model is missing
+        # Fail now, before dropping anything, when the model is missing (or its server does not answer).
+        embedding_dimension_of(self.app, self.app.models.embedding())
         self.app.store.drop_vectors()
         return Ingestor(self.app).run([], progress=progress)
 
