@@ -439,6 +439,20 @@ def test_openai_status_errors_name_the_fix(status: int, said: str, fix: str) -> 
     assert said in answer.notice  # the server's own words, for the log
 
 
+def test_openai_server_errors_are_retried_llm_api_retries_times_before_the_first_token() -> None:
+    server = StandInServer([], status=503, error_body=b'{"error": {"message": "warming up"}}')
+    try:
+        settings = load_settings(llm_backend="openai", llm_api_base=server.base, llm_api_retries=2)
+        answer = Answerer(settings, ModelRegistry(settings)).answer(QUESTION, make_passages())
+        retried = len(server.requests)
+        server.status = 401  # a refusal is not tried again
+        Answerer(settings, ModelRegistry(settings)).answer(QUESTION, make_passages())
+    finally:
+        server.close()
+    assert retried == 3 and answer.kind == "extracted" and "HTTP 503" in answer.notice
+    assert len(server.requests) == retried + 1
+
+
 def test_openai_error_event_mid_stream_cuts_the_answer() -> None:
     server = StandInServer([delta(content="十五天"), {"error": {"message": "engine died"}}])
     try:

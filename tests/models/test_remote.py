@@ -152,6 +152,21 @@ def test_a_timeout_is_retried_then_named(remote_app, standin: ModelStandIn) -> N
     assert app.models.embedding().encode(["你好"]).shape == (1, 48)  # the server answers again: so does AskAny
 
 
+def test_a_query_degrades_to_the_channels_that_answer(remote_app, standin: ModelStandIn) -> None:
+    app = remote_app(reranker_api_retries=0, embedding_api_retries=0)
+    empty_database(app)
+    Service(app=app).ingest([SAMPLES], kb="degrade")
+    standin.fail_after(0, "500")  # both servers' answers fail from now on
+    result = Retriever(app).retrieve(QUESTION, mode="hybrid", rerank=True)
+    assert result.hits and all("keyword" in hit.stages for hit in result.hits)
+    codes = {notice.code for notice in result.notices}
+    assert codes == {"vector_unavailable", "rerank_unavailable"}, result.notices
+    assert all("HTTP 500" in notice for notice in result.notices)
+    standin.heal()  # nothing is remembered as broken: the next question uses both again
+    result = Retriever(app).retrieve("数据库如何备份", mode="hybrid", rerank=True)
+    assert not result.notices and "rerank" in result.hits[0].stages
+
+
 def test_rerank_in_the_jina_shape_with_passages_cut_to_the_limit(remote_app, standin: ModelStandIn) -> None:
     app = remote_app(reranker_backend="openai", reranker_api_base=standin.base, reranker_api_model="standin-rr",
                      rerank_max_length=20)
