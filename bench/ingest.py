@@ -66,8 +66,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--docs", type=Path, default=common.DEFAULT_DOCS, help="folder of documents to ingest")
     parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                         help=f"ingest the first N files by name, 0 for all (default {DEFAULT_LIMIT})")
-    parser.add_argument("--model", default="bge-m3-random",
-                        help="embedding model folder, or bge-m3-random (default) / tiny, built into --models-cache")
+    parser.add_argument("--model", default=None,
+                        help="embedding model folder, or bge-m3-random (default) / tiny, built into --models-cache; "
+                             "with --embedding-api only its tokenizer is used, to size chunks (default: none, "
+                             "chunks sized by an estimate, as on a machine that has no model on disk)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="EMBEDDING_BATCH_SIZE (default: the settings default)")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
@@ -143,6 +145,9 @@ def warm_up(app: Any, model: Any, batch_size: int) -> dict[str, float]:
     started = time.perf_counter()
     app.analyzer.terms_many(["预热一下中文分词。"])
     costs["jieba load"] = time.perf_counter() - started
+    started = time.perf_counter()
+    import askany.storage.keyword_kernels  # noqa: F401 - numba and its compiled kernels, loaded once a process
+    costs["keyword kernels load"] = time.perf_counter() - started
     started = time.perf_counter()
     app.models.optional("embedding_tokenizer")  # none on disk with a server's model: chunks sized by estimate
     costs["tokenizer load"] = time.perf_counter() - started
@@ -299,7 +304,8 @@ def copied_corpus(files: list[Path], copies: int, folder: Path) -> list[Path]:
 
 def main() -> None:
     args = parse_args()
-    model_path = common.model_path(args.model, "embedding", args.models_cache)
+    model_path = (common.model_path(args.model or "bge-m3-random", "embedding", args.models_cache)
+                  if args.model or not args.embedding_api else Path("BAAI/bge-m3"))  # not on disk
     files = common.select_docs(args.docs, args.limit)
     whole_folder = args.docs.is_dir() and len(files) == len(common.select_docs(args.docs, 0))
     paths = [args.docs] if whole_folder else files

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,6 +32,7 @@ import numpy as np
 
 from askany.core.config import Settings
 from askany.core.errors import AskAnyError, ModelUnavailableError
+from askany.core.tally import ThreadTally
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class RemoteEmbedder:
         self._parallel = _Parallel("embedding", self.endpoint.concurrency)
         self._dimension: int | None = None
         self._lock = threading.Lock()
-        self._tokens = threading.local()
+        self._tokens = ThreadTally()
         self._encoding = "base64"
 
     def get_embedding_dimension(self) -> int:
@@ -236,8 +237,7 @@ class RemoteEmbedder:
         if normalize_embeddings:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.where(norms > 0, norms, 1.0)
-        if getattr(self._tokens, "count", None) is not None:
-            self._tokens.count += sum(tokens for _, tokens in answers)
+        self._tokens.add(sum(tokens for _, tokens in answers))
         return vectors[0] if single else vectors
 
     def _embed_batch(self, texts: list[str]) -> tuple[np.ndarray, int]:
@@ -275,16 +275,9 @@ class RemoteEmbedder:
                              f"{self._dimension}-dimensional ones; check that EMBEDDING_API_MODEL names one "
                              "model and that no other server answers at that address")
 
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[Callable[[], int]]:
-        """Count the tokens the server reports for this thread's calls inside the block (usage)."""
-        self._tokens.count = 0
-        total = 0
-        try:
-            yield lambda: total
-        finally:
-            total = self._tokens.count
-            self._tokens.count = None
+    def counting(self) -> contextlib.AbstractContextManager[Callable[[], int]]:
+        """Count the tokens the server reports (usage) for this thread's calls inside the block."""
+        return self._tokens.counting()
 
 
 def _vector(value: Any) -> np.ndarray | list[float]:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from askany.core.errors import ModelUnavailableError
+from askany.core.tally import ThreadTally
 from askany.models.loaders import embedding_dimension
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class TokenCounter:
     _lock = threading.Lock()
 
     def __init__(self, model: torch.nn.Module):
-        self._local = threading.local()
+        self._tally = ThreadTally()
         model[0].register_forward_pre_hook(self._seen)
 
     @classmethod
@@ -78,20 +79,13 @@ class TokenCounter:
             return cls._counters[model]
 
     def _seen(self, _module: object, args: tuple) -> None:
-        if getattr(self._local, "count", None) is None or not args or not isinstance(args[0], Mapping):
+        if not self._tally.active or not args or not isinstance(args[0], Mapping):
             return
         features = args[0]
         mask = features.get("attention_mask")
         ids = features.get("input_ids")
-        self._local.count += int(mask.sum()) if mask is not None else int(ids.numel()) if ids is not None else 0
+        self._tally.add(int(mask.sum()) if mask is not None else int(ids.numel()) if ids is not None else 0)
 
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[Callable[[], int]]:
+    def counting(self) -> contextlib.AbstractContextManager[Callable[[], int]]:
         """Count this thread's tokens inside the block; the yielded function gives the total."""
-        self._local.count = 0
-        total = 0
-        try:
-            yield lambda: total
-        finally:
-            total = self._local.count
-            self._local.count = None
+        return self._tally.counting()
