@@ -20,10 +20,11 @@ import base64
 import binascii
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -186,16 +187,48 @@ def _short(value: object, limit: int = 200) -> str:
 
 
 class _Parallel:
-    """Runs one call per batch, up to ``concurrency`` at a time, so a GPU server stays busy."""
+    """Runs one call per batch, up to ``concurrency`` at a time, so a GPU server stays busy.
 
-    def __init__(self, role: str, concurrency: int):
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"askany-{role}-api") \
-            if concurrency > 1 else None
+    The threads are daemons, unlike a ThreadPoolExecutor's: on Ctrl-C the process ends at once
+    instead of joining requests still waiting for a slow server (up to the timeout)."""
+
+    def __init__(self, client: ApiClient):
+        self._size = client.endpoint.concurrency
+        self._name = f"askany-{client.endpoint.role}-api"
+        self._queue: queue.SimpleQueue[tuple[Future, Callable[[Any], Any], Any]] = queue.SimpleQueue()
+        self._started = 0
+        self._lock = threading.Lock()
 
     def map(self, work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-        if self._pool is None or len(items) <= 1:
+        if self._size <= 1 or len(items) <= 1:
             return [work(item) for item in items]
-        return list(self._pool.map(work, items))
+        self._start_threads()
+        futures: list[Future] = []
+        for item in items:
+            future: Future = Future()
+            futures.append(future)
+            self._queue.put((future, work, item))
+        try:
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()  # those not started yet, after a failure or an interrupt
+
+    def _start_threads(self) -> None:
+        with self._lock:
+            for number in range(self._started, self._size):
+                threading.Thread(target=self._serve, name=f"{self._name}-{number}", daemon=True).start()
+            self._started = self._size
+
+    def _serve(self) -> None:
+        while True:
+            future, work, item = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work(item))
+            except BaseException as error:  # noqa: BLE001 - handed to the caller, which raises it
+                future.set_exception(error)
 
 
 # ---------------------------------------------------------------- embeddings
@@ -212,7 +245,7 @@ class RemoteEmbedder:
     def __init__(self, settings: Settings, client: ApiClient | None = None):
         self.client = client or ApiClient(Endpoint.of(settings, "embedding"))
         self.endpoint = self.client.endpoint
-        self._parallel = _Parallel("embedding", self.endpoint.concurrency)
+        self._parallel = _Parallel(self.client)
         self._dimension: int | None = None
         self._lock = threading.Lock()
         self._tokens = ThreadTally()
@@ -301,7 +334,7 @@ class RemoteReranker:
         self.shape = settings.reranker_backend
         self.client = client or ApiClient(Endpoint.of(settings, "reranker"))
         self.endpoint = self.client.endpoint
-        self._parallel = _Parallel("reranker", self.endpoint.concurrency)
+        self._parallel = _Parallel(self.client)
         self._cutter = cutter
 
     def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 16, show_progress_bar: bool = False,

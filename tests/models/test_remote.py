@@ -6,8 +6,10 @@ duplicated, and a re-run finishes the job."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -258,3 +260,27 @@ def test_two_ingestion_workers_on_one_database_split_the_files(make_app, pg_data
     assert final["documents"] == expected["documents"] and final["vectors"] == expected["vectors"]
     assert final["terms"] == expected["terms"]
     assert sorted(row[1:] for row in final["chunks"]) == sorted(row[1:] for row in expected["chunks"])
+
+
+def test_an_interrupted_ingestion_does_not_wait_for_a_slow_server(pg_data_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM (or Ctrl-C) while batches wait on a server that takes a minute ends the run at once."""
+    standin = ModelStandIn(dimension=16, slow_seconds=60)
+    standin.fail_after(1, "slow")  # the dimension probe is answered, then every batch takes a minute
+    try:
+        env = {**os.environ, "DATA_DIR": str(pg_data_dir), "MODELS_DIR": str(tmp_path / "models"),
+               "LLM_BACKEND": "none", "RERANKER_ENABLED": "false", "EMBEDDING_BACKEND": "openai",
+               "EMBEDDING_API_BASE": standin.base, "EMBEDDING_API_MODEL": "standin-embed", "EMBEDDING_BATCH_SIZE": "2"}
+        run = subprocess.Popen([sys.executable, "-m", "askany.main", "--ingest", str(CMRC_DOCS), "--kb", "slow",
+                                "--no-progress"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(standin.requests) < 3 and time.monotonic() < deadline:  # the probe, then batches in flight
+            time.sleep(0.05)
+        assert len(standin.requests) >= 3, run.communicate(timeout=5)
+        run.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        standin.close()
+    assert time.monotonic() - started < 10
+    assert run.returncode == 130 and "Interrupted" in stderr and "Traceback" not in stderr
