@@ -262,7 +262,8 @@ def test_two_ingestion_workers_on_one_database_split_the_files(make_app, pg_data
     assert sorted(row[1:] for row in final["chunks"]) == sorted(row[1:] for row in expected["chunks"])
 
 
-def test_an_interrupted_ingestion_does_not_wait_for_a_slow_server(pg_data_dir: Path, tmp_path: Path) -> None:
+def test_an_interrupted_ingestion_does_not_wait_for_a_slow_server(empty_db: None, pg_data_dir: Path,
+                                                                  tmp_path: Path) -> None:
     """SIGTERM (or Ctrl-C) while batches wait on a server that takes a minute ends the run at once."""
     standin = ModelStandIn(dimension=16, slow_seconds=60)
     standin.fail_after(1, "slow")  # the dimension probe is answered, then every batch takes a minute
