@@ -14,9 +14,11 @@ import functools
 import hashlib
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -208,6 +210,7 @@ class Ingestor:
 
         examined = (self._examine(path, fingerprint, max_bytes, states.get(str(path))) for path in files)
         claims = DocumentClaims(store.db)
+        groups = _GroupWriter(self, embedder, report, on_result, lambda sources: claims.release(kb, sources))
         done: list[str] = []  # claimed files finished since the last group was written
         try:
             with tqdm(total=len(files), unit="file", desc=f"Ingesting into {kb}", disable=not progress,
@@ -222,13 +225,13 @@ class Ingestor:
                         pending.append(item)
                         pending_chunks += len(item.record.chunks)
                         if pending_chunks >= group:
-                            self._flush(pending, embedder, report, on_result)
-                            claims.release(kb, done + [each.result.path for each in pending])
+                            groups.add(pending, done)
                             pending, pending_chunks, done = [], 0, []
                     bar.update(1)
                     if progress:  # counted as it goes: recounting the results per file is quadratic
                         bar.set_postfix(chunks=report.chunks_written, failed=report.failed_count, refresh=False)
-                self._flush(pending, embedder, report, on_result)
+                groups.add(pending, done)
+                groups.finish()
         finally:
             claims.close()  # every claim ends, also when the run is interrupted
 
@@ -345,25 +348,6 @@ class Ingestor:
         status: Status = "changed" if task.stored else "new"
         return _Pending(FileResult(task.source, status, chunks=len(record.chunks)), record)
 
-    def _flush(self, pending: list[_Pending], lazy: _LazyEmbedder, report: IngestReport,
-               on_result: Callable[[FileResult], None] | None) -> None:
-        if not pending:
-            return
-        embedder = lazy.get()
-        if embedder is not None:
-            chunks = [chunk for item in pending for chunk in item.record.chunks]
-            try:
-                vectors = self._encode(embedder, [chunk.text for chunk in chunks])
-            except ModelUnavailableError as error:  # its server went away: store the chunks, vectors later
-                lazy.stop(error)
-            else:
-                for chunk, vector in zip(chunks, vectors, strict=True):
-                    chunk.embedding = vector
-                report.vectors_written += len(chunks)
-        report.chunks_written += self.app.store.replace_documents([item.record for item in pending])
-        for item in pending:
-            self._note(report, item.result, on_result)
-
     def _encode(self, embedder: Any, texts: list[str]) -> Any:
         return embedder.encode(texts, batch_size=self.settings.embedding_batch_size,
                                normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
@@ -405,6 +389,72 @@ class Ingestor:
         self.app.store.delete_documents(kb, gone)
         for source in gone:
             self._note(report, FileResult(source, "removed"), on_result)
+
+
+class _GroupWriter:
+    """Writes groups of parsed documents in order, each in one transaction once its vectors are in.
+
+    With the model on a server, a group's vectors are asked for while the group before it is
+    written, one group ahead, so the server and the database do not wait for each other (and the
+    parsing workers keep going meanwhile). A local model computes them in this thread, in turn.
+    """
+
+    def __init__(self, ingestor: Ingestor, lazy: _LazyEmbedder, report: IngestReport,
+                 on_result: Callable[[FileResult], None] | None, release: Callable[[list[str]], None]):
+        self._ingestor, self._lazy, self._report = ingestor, lazy, report
+        self._on_result, self._release = on_result, release
+        self._waiting: tuple[list[_Pending], Future | None, list[str]] | None = None
+
+    def add(self, pending: list[_Pending], done: list[str]) -> None:
+        """Take a group (and the claimed files finished with it, released once it is written)."""
+        job = self._vectors(pending) if pending else None
+        self._write_waiting()
+        self._waiting = (pending, job, done)
+
+    def finish(self) -> None:
+        self._write_waiting()
+
+    def _vectors(self, pending: list[_Pending]) -> Future | None:
+        embedder = self._lazy.get()
+        if embedder is None:
+            return None
+        texts = [chunk.text for item in pending for chunk in item.record.chunks]
+        job: Future = Future()
+
+        def run() -> None:
+            try:
+                job.set_result(self._ingestor._encode(embedder, texts))
+            except BaseException as error:  # noqa: BLE001 - raised where the vectors are awaited
+                job.set_exception(error)
+
+        if getattr(embedder, "remote", False):  # a daemon: an interrupted run does not wait for it
+            threading.Thread(target=run, name="askany-group-vectors", daemon=True).start()
+        else:
+            run()
+        return job
+
+    def _write_waiting(self) -> None:
+        if self._waiting is None:
+            return
+        pending, job, done = self._waiting
+        self._waiting = None
+        report = self._report
+        if job is not None:
+            chunks = [chunk for item in pending for chunk in item.record.chunks]
+            try:
+                vectors = job.result()
+            except ModelUnavailableError as error:  # its server went away: store the chunks, vectors later
+                self._lazy.stop(error)
+            else:
+                if not self._lazy.stopped:
+                    for chunk, vector in zip(chunks, vectors, strict=True):
+                        chunk.embedding = vector
+                    report.vectors_written += len(chunks)
+        if pending:
+            report.chunks_written += self._ingestor.app.store.replace_documents([item.record for item in pending])
+        for item in pending:
+            self._ingestor._note(report, item.result, self._on_result)
+        self._release(done + [item.result.path for item in pending])
 
 
 class _LazyEmbedder:

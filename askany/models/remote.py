@@ -242,6 +242,8 @@ class RemoteEmbedder:
     A server that refuses base64 is asked for floats from then on; one that ignores it sends floats,
     which are read as well."""
 
+    remote = True  # ingestion asks for the next group's vectors while it writes this one
+
     def __init__(self, settings: Settings, client: ApiClient | None = None):
         self.client = client or ApiClient(Endpoint.of(settings, "embedding"))
         self.endpoint = self.client.endpoint
