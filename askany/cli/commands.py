@@ -64,6 +64,11 @@ def _render_check(status: dict[str, Any]) -> None:
             out.print(f"[green]✓[/] {role}: {state['name']} → {state['path']} ({state['source']}, {mode})")
         else:
             out.print(f"[red]✗[/] {role} ({mode}): " + escape(state["problem"]))
+    ocr = status["ocr"]
+    if ocr["ok"]:
+        out.print(f"[green]✓[/] OCR (images, scanned PDF pages): {ocr['engine']}")
+    else:
+        out.print("[yellow]-[/] OCR (images, scanned PDF pages): off, " + escape(ocr["problem"]))
     out.print(f"Keyword tokenizer: {status['tokenizer']}; device: {status['device']}")
     out.print("[green]All required components are ready.[/]" if status["ok"]
               else "[red]Something required is missing: see above for the fix.[/]")

@@ -206,6 +206,9 @@ def render_status(status: dict[str, Any], loaded: dict[str, bool], language: str
             rows.append(("ok", label, f"{how}: {state.get('name')} → {state.get('path')} ({state.get('source')})"))
         else:
             rows.append(("bad", label, f"{t['unavailable']}: {state.get('problem')}"))
+    ocr = status.get("ocr") or {}
+    rows.append(("ok", t["ocr"], str(ocr.get("engine"))) if ocr.get("ok")
+                else ("info", t["ocr"], f"{t['ocr_off']}: {ocr.get('problem')}"))
     rows.append(("info", t["tokenizer"], str(status.get("tokenizer"))))
     rows.append(("info" if "error" not in str(status.get("device")) else "bad", t["device"],
                  str(status.get("device"))))

@@ -53,7 +53,8 @@ def _slide(slide: Any, number: int) -> tuple[str, str]:
     """(title, body) of one slide: the title placeholder's text, and everything else with the notes."""
     title_shape = slide.shapes.title
     title = collapse_spaces(_frame_text(title_shape.text_frame)) if title_shape is not None else ""
-    blocks = [block for shape in _reading_order(slide.shapes) if shape is not title_shape
+    title_id = title_shape.shape_id if title_shape is not None else None  # python-pptx makes new proxies
+    blocks = [block for shape in _reading_order(slide.shapes) if shape.shape_id != title_id
               for block in _shape_blocks(shape)]
     if slide.has_notes_slide:
         notes_frame = slide.notes_slide.notes_text_frame
