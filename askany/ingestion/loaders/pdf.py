@@ -38,8 +38,8 @@ _CJK_START = re.compile(f"^[{CJK_TEXT}]")
 _CJK_SENTENCE_END = re.compile(r"[。！？；：]$")
 _EMPTY_REASON = "no extractable text (scanned or image-only PDF?)"
 OCR_DPI = 150
-# A text layer with fewer visible characters than this is treated as none (a scan often carries a
-# stamped page number); OCR's text replaces it only if OCR finds any.
+# A text layer with fewer visible characters than this may be a scan's stamped page number: the
+# page is read by OCR too, and OCR's text is kept if it is longer.
 _MIN_LAYER_CHARACTERS = 10
 # Characters of a layer whose font has no Unicode mapping: private use, U+FFFD, controls.
 _GARBAGE = re.compile(r"[\ue000-\uf8ff\ufffd\x00-\x08\x0b-\x1f\x7f]|\(cid:\d+\)")
@@ -71,7 +71,7 @@ def parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> Document:
             raise over_limit(f"PDF has {len(scanned):,} pages without a text layer to OCR",
                              f"{limits.ocr_max_pages:,}", "OCR_MAX_PAGES")
         for number, text in _ocr_pages(data, scanned, stem, limits):
-            if text.strip():
+            if _visible(text) > (_visible(texts[number]) if usable_text_layer(texts[number], short=True) else 0):
                 texts[number] = text
     elif scanned:
         logger.info("PDF %s: %d pages without a text layer not read (%s)", stem, len(scanned), _no_ocr_hint(limits))
@@ -82,13 +82,18 @@ def parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> Document:
     return Document(_pdf_title(reader) or _first_line(kept[0][1]) or stem, body)
 
 
-def usable_text_layer(text: str) -> bool:
-    """Whether a page's text layer is worth more than OCR: enough visible characters, few garbage."""
-    visible = sum(1 for character in text if not character.isspace())
-    if visible < _MIN_LAYER_CHARACTERS:
+def usable_text_layer(text: str, short: bool = False) -> bool:
+    """Whether a page's text layer can stand without OCR: enough visible characters (any, if
+    ``short``), and few of them garbage (unmapped glyphs)."""
+    visible = _visible(text)
+    if visible < (1 if short else _MIN_LAYER_CHARACTERS):
         return False
     garbage = sum(len(match.group()) for match in _GARBAGE.finditer(text))
     return garbage <= 0.3 * visible
+
+
+def _visible(text: str) -> int:
+    return sum(1 for character in text if not character.isspace())
 
 
 def _renderer_installed() -> bool:
