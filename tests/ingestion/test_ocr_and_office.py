@@ -9,6 +9,7 @@ so the whole file costs about half a minute, most of it the engine's start and a
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,14 @@ from askany.core.config import load_settings
 from askany.ingestion.chunking import location_line, split_document
 from askany.ingestion.loaders import FileSkipped, load_file
 from askany.ingestion.loaders.limits import ParseLimits
-from askany.ingestion.loaders.ocr import Box, layout, ocr_installed
+from askany.ingestion.loaders.ocr import (
+    Box,
+    OcrInterrupted,
+    layout,
+    ocr_installed,
+    read_pages,
+    set_cancel_check,
+)
 from askany.ingestion.pipeline import Ingestor
 from askany.service.status import collect_status
 from askany.storage.store import SearchFilter
@@ -77,6 +85,26 @@ def test_layout_orders_boxes_into_lines_and_paragraphs() -> None:
     ]
     assert layout(boxes) == ["数据库连接超时的处理办法是先检查防火墙，再重启服务。", "错误代码 ERR-2041",
                              "第二段：证书过期。"]
+
+
+def test_an_interrupted_run_stops_ocr_before_the_next_page() -> None:
+    """In a worker process, the run's stop event is checked before every page."""
+    rendered: list[int] = []
+
+    def page(number: int):
+        return lambda: rendered.append(number)  # a blank page (None): no engine needed
+
+    pages = read_pages([(1, page(1)), (2, page(2)), (3, page(3))], "scan")
+    stop = threading.Event()
+    set_cancel_check(stop.is_set)
+    try:
+        assert next(pages) == (1, "")
+        stop.set()
+        with pytest.raises(OcrInterrupted):
+            next(pages)
+    finally:
+        set_cancel_check(None)
+    assert rendered == [1]
 
 
 def test_location_lines_become_chunk_locations_under_the_same_heading() -> None:
@@ -256,3 +284,26 @@ def test_corrupt_office_files_are_skipped_with_a_reason(tmp_path) -> None:
     deck = make_deck(tmp_path / "deck.pptx")
     with pytest.raises(FileSkipped, match=r"limit 50: raise MAX_XML_ELEMENTS"):
         load_file(deck, LIMIT, limits=limits(max_xml_elements=50))
+
+
+@needs_ocr
+def test_the_page_upload_and_the_cli_take_the_same_formats(make_app, run_cli, tmp_path) -> None:
+    from askany.service import Service
+    from askany.web.handlers import WebUI
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    files = [make_test_cases(folder / "用例.xlsx"), make_deck(folder / "架构.pptx"), folder / "报错截图.png"]
+    draw(["报错：磁盘配额已满"], width=400).save(files[2])
+    app = make_app(upload_dir=tmp_path / "uploads")
+    *_, (status, table) = WebUI(Service(app=app)).upload([str(f) for f in files], "page", "",
+                                                          progress=lambda *a, **k: None)
+    rows = table.values.tolist() if hasattr(table, "values") else table
+    assert sorted(row[0] for row in rows) == sorted(f.name for f in files) and all(row[1] == "新增" for row in rows)
+    assert Path(found(app, "磁盘配额", "page")[0].source).name == "报错截图.png"
+
+    code, out, err = run_cli("--ingest", str(folder), "--kb", "cli", "--no-progress")
+    assert code == 0, out + err
+    assert Path(found(app, "磁盘配额", "cli")[0].source).name == "报错截图.png"
+    assert Path(found(app, "灾备切换", "cli")[0].source).name == "架构.pptx"
+    assert Path(found(app, "TC-002", "cli")[0].source).name == "用例.xlsx"
