@@ -220,6 +220,7 @@ def _render_answer(data: dict[str, Any], already_streamed: bool) -> None:
     for source in data["sources"]:
         mark = "*" if source["number"] in data["citations"] else " "
         where = " > ".join(source["heading_path"]) or source["title"]
+        where += "".join(f" · {kind} {number}" for kind, number in source.get("location", {}).items())
         scores = ", ".join(f"{stage} {value['score']:.3g} (#{value['rank']})"
                            for stage, value in source["stages"].items())
         out.print(f"[{source['number']}]{mark} {Path(source['source']).name} · {where} · {scores}", markup=False)

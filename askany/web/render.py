@@ -108,6 +108,8 @@ def render_source(source: Source, turn: int, cited: bool, terms: Sequence[str], 
     t = strings(language)
     name = Path(source.source).name or source.title or source.source
     where = " › ".join(h for h in source.heading_path if h.strip()) or source.title
+    where = " · ".join(part for part in [where, *(t[f"location_{kind}"].format(n=n)
+                                                  for kind, n in source.location.items())] if part)
     badges = []
     if cited:
         badges.append(f'<span class="askany-badge askany-badge-cited">{html.escape(t["cited"])}</span>')

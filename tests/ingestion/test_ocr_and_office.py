@@ -146,6 +146,18 @@ def test_screenshot_and_mixed_pdf_are_read_by_ocr_and_found_with_their_page(make
     layer = found(app, "机房迁移计划", "ocr")[0]
     assert layer.metadata == {"page": 1} and layer.text == "第一页有文字层，讲的是机房迁移计划。"
 
+    # The page reaches the citation: the page's source card, and the API's references.
+    from askany.server.chat import references
+    from askany.service import Service
+    from askany.web.render import render_source
+
+    result = Service(app=app).ask("蓝鲸备份在什么时候？", kbs=["ocr"], mode="keyword", rerank=False)
+    source = next(s for s in result.sources if Path(s.source).name == "mixed.pdf")
+    assert source.location == {"page": 2}
+    assert "第 2 页" in render_source(source, 0, True, [], "zh")
+    assert {"file": source.source, "page": 2}.items() <= next(
+        r for r in references(result) if r["file"] == source.source).items()
+
 
 @needs_ocr
 def test_ocr_limits_and_broken_images_give_one_line_reasons(tmp_path) -> None:
