@@ -29,7 +29,7 @@ from askany.ingestion.chunking import char_count_tokens, split_document
 from askany.ingestion.discovery import absolute, discover
 from askany.ingestion.loaders import FileSkipped, LoadedFile, load_file, ocr
 from askany.ingestion.loaders.limits import ParseLimits
-from askany.ingestion.loaders.registry import unsupported_reason
+from askany.ingestion.loaders.registry import unsupported_reason, uses_ocr
 from askany.models.registry import embedding_dimension
 from askany.storage.store import DocumentRecord
 
@@ -136,6 +136,14 @@ class Ingestor:
         parts = [PIPELINE_VERSION, kb, ",".join(sorted(tags)), self.app.analyzer.name,
                  str(self.settings.chunk_size), str(self.settings.chunk_overlap)]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+    def file_fingerprint(self, fingerprint: str, path: Path) -> str:
+        """The run's fingerprint, and for a format OCR may read (PDFs, images) whether OCR is on: a
+        PDF stored with its scanned pages unread is read again once OCR is turned on. (PDFs stored
+        before OCR existed are read again once too, and so get their page numbers.)"""
+        if not uses_ocr(path.suffix.lower()):
+            return fingerprint
+        return hashlib.sha256(f"{fingerprint}\x1focr={self.limits.ocr}".encode()).hexdigest()[:16]
 
     def build_nodes(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str,
                     source: str) -> list[TextNode]:
@@ -276,7 +284,7 @@ class Ingestor:
         except OSError as error:
             return FileResult(source, "failed", reason=f"unreadable: {error.strerror or error}")
         content_hash = file_hash(data)
-        if stored == (content_hash, fingerprint):
+        if stored == (content_hash, self.file_fingerprint(fingerprint, path)):
             return FileResult(source, "unchanged")
         return ParseTask(path, source, data, content_hash, True)
 
@@ -293,7 +301,8 @@ class Ingestor:
             return FileResult(task.source, "failed", reason=f"unreadable: {error.strerror or error}")
         except FileSkipped as error:
             return FileResult(task.source, "failed", reason=error.reason)
-        record = self._record(loaded, kb, tags, task.content_hash or file_hash(data), fingerprint, task.source)
+        record = self._record(loaded, kb, tags, task.content_hash or file_hash(data),
+                              self.file_fingerprint(fingerprint, task.path), task.source)
         if not record.chunks:
             return FileResult(task.source, "failed", reason="no text to index")
         status: Status = "changed" if task.stored else "new"

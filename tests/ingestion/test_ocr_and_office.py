@@ -204,6 +204,25 @@ def test_with_ocr_off_images_are_unsupported_and_scans_have_no_text(make_app, tm
                                           "(OCR_ENABLED=false)")
 
 
+@needs_ocr
+def test_turning_ocr_on_reads_a_stored_mixed_pdf_again(make_app, tmp_path) -> None:
+    docs = tmp_path / "later"
+    docs.mkdir()
+    writer = PdfWriter()
+    writer.add_page(PdfReader(io.BytesIO(make_pdf(["文字层这一页讲的是年度预算。"]))).pages[0])
+    writer.add_page(PdfReader(io.BytesIO(image_pdf(draw(["扫描页：采购审批流程"], width=400)))).pages[0])
+    with (docs / "budget.pdf").open("wb") as handle:
+        writer.write(handle)
+    (docs / "notes.md").write_text("# 笔记\n\n与 OCR 无关的文档。", encoding="utf-8")
+    off = Ingestor(make_app(ocr_enabled=False)).run([docs], kb="later", progress=False)
+    assert off.count("new") == 2
+    app = make_app()
+    assert found(app, "采购审批", "later") == []
+    on = Ingestor(app).run([docs], kb="later", progress=False)
+    assert {Path(r.path).name: r.status for r in on.results} == {"budget.pdf": "changed", "notes.md": "unchanged"}
+    assert found(app, "采购审批", "later")[0].metadata == {"page": 2}
+
+
 def test_check_says_whether_ocr_is_available(make_settings) -> None:
     status = collect_status(make_settings(), db_probe=False)["ocr"]
     if ocr_installed():

@@ -104,6 +104,11 @@ _engine_lock = threading.Lock()  # creating it, and every call (RapidOCR keeps p
 
 
 def _get_engine() -> Any:
+    with _engine_lock:
+        return _engine or _create_engine()
+
+
+def _create_engine() -> Any:
     global _engine
     if _engine is None:
         status = engine_status()

@@ -46,7 +46,7 @@ _GARBAGE = re.compile(r"[\ue000-\uf8ff\ufffd\x00-\x08\x0b-\x1f\x7f]|\(cid:\d+\)"
 _PDFIUM = threading.Lock()  # PDFium is not thread-safe
 
 
-@register(".pdf", empty_reason=_EMPTY_REASON)
+@register(".pdf", empty_reason=_EMPTY_REASON, uses_ocr=True)
 def parse_pdf(data: bytes, stem: str, limits: ParseLimits) -> Document:
     """Text of every page (OCR where it has no text layer), each after its page line; title from
     metadata or the first line."""

@@ -86,6 +86,7 @@ class _Loader:
     parse: Parser
     empty_reason: str  # the skip reason when the parsed text is blank
     needs_ocr: bool  # only read when OCR is on (ParseLimits.ocr): images
+    uses_ocr: bool  # what it reads depends on whether OCR is on: images, PDFs (their scanned pages)
 
 
 _LOADERS: dict[str, _Loader] = {}
@@ -96,12 +97,13 @@ _FALLBACK_SUFFIX = ".txt"
 
 
 def register(*suffixes: str, empty_reason: str = "empty file", requires: tuple[str, ...] = (),
-             needs_ocr: bool = False) -> Callable[[Parser], Parser]:
+             needs_ocr: bool = False, uses_ocr: bool = False) -> Callable[[Parser], Parser]:
     """Decorator: ``parse`` handles ``suffixes`` (lower case, with the dot).
 
     ``requires`` names modules the parser imports; if any is missing the suffixes stay
     unregistered, so such files are skipped as "unsupported extension" (naming the missing
-    modules) instead of failing. ``needs_ocr`` suffixes are unsupported while OCR is off.
+    modules) instead of failing. ``needs_ocr`` suffixes are unsupported while OCR is off;
+    ``uses_ocr`` ones read more with it (a stored file is read again when OCR is turned on).
     """
 
     def decorator(parse: Parser) -> Parser:
@@ -113,7 +115,7 @@ def register(*suffixes: str, empty_reason: str = "empty file", requires: tuple[s
         for suffix in suffixes:
             if suffix in _LOADERS:  # two modules claiming one suffix is a programming error
                 raise ValueError(f"a loader for {suffix} is already registered")
-            _LOADERS[suffix] = _Loader(parse, empty_reason, needs_ocr)
+            _LOADERS[suffix] = _Loader(parse, empty_reason, needs_ocr, needs_ocr or uses_ocr)
         return parse
 
     return decorator
@@ -129,6 +131,12 @@ def _importable(name: str) -> bool:
 def supported_suffixes() -> frozenset[str]:
     """Every suffix a loader is registered for (complete once the package has been imported)."""
     return frozenset(_LOADERS)
+
+
+def uses_ocr(suffix: str) -> bool:
+    """Whether what is read from files with ``suffix`` depends on OCR being on."""
+    loader = _LOADERS.get(suffix)
+    return loader is not None and loader.uses_ocr
 
 
 def unsupported_reason(suffix: str, limits: ParseLimits) -> str | None:
