@@ -69,6 +69,11 @@ def _render_check(status: dict[str, Any]) -> None:
             out.print(f"[red]✗[/] {role} ({state['source']}): " + escape(state["problem"]))
         else:
             out.print(f"[red]✗[/] {role} ({mode}): " + escape(state["problem"]))
+    ocr = status["ocr"]
+    if ocr["ok"]:
+        out.print(f"[green]✓[/] OCR (images, scanned PDF pages): {ocr['engine']}")
+    else:
+        out.print("[yellow]-[/] OCR (images, scanned PDF pages): off, " + escape(ocr["problem"]))
     out.print(f"Keyword tokenizer: {status['tokenizer']}; device: {status['device']}")
     out.print("[green]All required components are ready.[/]" if status["ok"]
               else "[red]Something required is missing: see above for the fix.[/]")
@@ -223,6 +228,7 @@ def _render_answer(data: dict[str, Any], already_streamed: bool) -> None:
     for source in data["sources"]:
         mark = "*" if source["number"] in data["citations"] else " "
         where = " > ".join(source["heading_path"]) or source["title"]
+        where += "".join(f" · {kind} {number}" for kind, number in source.get("location", {}).items())
         scores = ", ".join(f"{stage} {value['score']:.3g} (#{value['rank']})"
                            for stage, value in source["stages"].items())
         out.print(f"[{source['number']}]{mark} {Path(source['source']).name} · {where} · {scores}", markup=False)

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     max_xml_elements: int = Field(2_000_000, ge=1)
     max_html_elements: int = Field(200_000, ge=1)
     max_pdf_pages: int = Field(2_000, ge=1)
+    # OCR (askany/ingestion/loaders/ocr.py) reads images and PDF pages without a text layer when the
+    # rapidocr and onnxruntime packages are installed; OCR_MAX_PAGES bounds the pages one file may
+    # send through it, MAX_IMAGE_MEGAPIXELS the size of one image (a decompression bomb is refused).
+    ocr_enabled: bool = True
+    ocr_max_pages: int = Field(100, ge=1)
+    max_image_megapixels: float = Field(60.0, gt=0)
     ingest_group_chunks: int = Field(256, ge=1)
     ingest_workers: int = Field(-1, ge=-1, le=64)
     follow_symlinks: bool = False  # links out of the ingested folders are skipped unless true

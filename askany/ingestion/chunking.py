@@ -7,7 +7,12 @@ when followed by whitespace, a CJK character or the end (so ``v2.3.1``,
 ``ERR-2041`` and URLs stay whole), and keeps its closing quotes/brackets.
 
 Only ATX headings (``#`` .. ``######``) count; the loaders emit those for
-every format. Each chunk under a heading starts with its heading path on one
+every format. A location line (``location_line("page", 3)``: U+FDD0, a
+Unicode noncharacter reserved for internal use, then the kind and the
+number; emitted by the PDF, image and PowerPoint loaders)
+starts a new page or slide: a chunk never spans two of them, keeps the
+heading path it is under, and carries its location (``Chunk.location``),
+which the pipeline stores as chunk metadata (``{"page": 3}``). Each chunk under a heading starts with its heading path on one
 line, e.g. ``安装指南 > 环境要求\n``, so a chunk read alone (by the reranker,
 the model, a person checking a citation) still says what it is about. The
 prefix counts towards ``chunk_size`` (a path longer than half a chunk is
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 
 from askany.core.text import CJK_WIDE, estimate_tokens
 
-__all__ = ["Chunk", "char_count_tokens", "split_document"]
+__all__ = ["Chunk", "char_count_tokens", "location_line", "split_document"]
 
 TokenCounter = Callable[[str], int]
 HEADING_SEPARATOR = " > "
@@ -41,6 +46,7 @@ class Chunk:
     text: str
     heading_path: tuple[str, ...]
     position: int
+    location: tuple[str, int] | None = None  # ("page", 3), ("slide", 2): where in the file it is
 
 
 # --------------------------------------------------------------------------- token estimate
@@ -53,6 +59,13 @@ char_count_tokens = estimate_tokens
 
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+LOCATION_MARK = "\ufdd0"  # a noncharacter: never part of interchanged text, and not whitespace
+_LOCATION = re.compile(f"^{LOCATION_MARK}([a-z]+) ([0-9]{{1,9}})$")
+
+
+def location_line(kind: str, number: int) -> str:
+    """The line a loader puts before the text of page or slide ``number`` (``kind`` "page", "slide")."""
+    return f"{LOCATION_MARK}{kind} {number}"
 
 
 @dataclass
@@ -65,14 +78,17 @@ class _Paragraph:
 class _Section:
     path: tuple[str, ...]
     paragraphs: list[_Paragraph]
+    location: tuple[str, int] | None = None
 
 
 def _sections(text: str) -> Iterator[_Section]:
-    """Group lines into sections by ATX headings and sections into paragraphs; fences are opaque."""
+    """Group lines into sections by ATX headings and location lines, and sections into paragraphs;
+    fences are opaque (a location line inside one still counts: the page ends there)."""
     stack: list[tuple[int, str]] = []
     paragraphs: list[_Paragraph] = []
     lines: list[str] = []
     fence: str | None = None
+    location: tuple[str, int] | None = None
 
     def flush(is_code: bool = False) -> None:
         body = "\n".join(lines).strip("\n")
@@ -82,7 +98,13 @@ def _sections(text: str) -> Iterator[_Section]:
 
     for line in text.split("\n"):
         line = line.rstrip()
-        if fence is not None:
+        if match := _LOCATION.match(line):
+            flush(is_code=fence is not None)
+            if paragraphs:
+                yield _Section(tuple(title for _, title in stack), paragraphs, location)
+                paragraphs = []
+            location = (match.group(1), int(match.group(2)))
+        elif fence is not None:
             lines.append(line)
             if line.lstrip().startswith(fence) and not line.strip().strip(fence[0]):
                 flush(is_code=True)
@@ -94,7 +116,7 @@ def _sections(text: str) -> Iterator[_Section]:
         elif match := _HEADING.match(line):
             flush()
             if paragraphs:
-                yield _Section(tuple(title for _, title in stack), paragraphs)
+                yield _Section(tuple(title for _, title in stack), paragraphs, location)
                 paragraphs = []
             _push_heading(stack, len(match.group(1)), match.group(2).strip())
         elif not line.strip():
@@ -103,7 +125,7 @@ def _sections(text: str) -> Iterator[_Section]:
             lines.append(line)
     flush(is_code=fence is not None)
     if paragraphs:
-        yield _Section(tuple(title for _, title in stack), paragraphs)
+        yield _Section(tuple(title for _, title in stack), paragraphs, location)
 
 
 def _push_heading(stack: list[tuple[int, str]], level: int, title: str) -> None:
@@ -350,5 +372,5 @@ def split_document(
     chunks: list[Chunk] = []
     for section in _sections(text):
         for chunk_text in splitter.section_chunks(section):
-            chunks.append(Chunk(chunk_text, section.path, len(chunks)))
+            chunks.append(Chunk(chunk_text, section.path, len(chunks), section.location))
     return chunks

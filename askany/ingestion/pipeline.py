@@ -29,8 +29,9 @@ from askany.core.notices import Notice
 from askany.core.text import is_utf8
 from askany.ingestion.chunking import char_count_tokens, split_document
 from askany.ingestion.discovery import absolute, discover
-from askany.ingestion.loaders import SUPPORTED_SUFFIXES, FileSkipped, LoadedFile, load_file
+from askany.ingestion.loaders import FileSkipped, LoadedFile, load_file, ocr
 from askany.ingestion.loaders.limits import ParseLimits
+from askany.ingestion.loaders.registry import unsupported_reason, uses_ocr
 from askany.models.registry import embedding_dimension
 from askany.storage.store import DocumentClaims, DocumentRecord
 
@@ -112,6 +113,8 @@ class Ingestor:
         self.app = app
         self.settings = app.settings
         self._count_tokens: Callable[[str], int] | None = None
+        self.limits = ParseLimits.from_settings(self.settings)
+        self.show_progress = False  # OCR's page bars, for a run with progress (set by run())
 
     # ------------------------------------------------------------ building blocks
     @property
@@ -138,6 +141,14 @@ class Ingestor:
                  str(self.settings.chunk_size), str(self.settings.chunk_overlap)]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
+    def file_fingerprint(self, fingerprint: str, path: Path) -> str:
+        """The run's fingerprint, and for a format OCR may read (PDFs, images) whether OCR is on: a
+        PDF stored with its scanned pages unread is read again once OCR is turned on. (PDFs stored
+        before OCR existed are read again once too, and so get their page numbers.)"""
+        if not uses_ocr(path.suffix.lower()):
+            return fingerprint
+        return hashlib.sha256(f"{fingerprint}\x1focr={self.limits.ocr}".encode()).hexdigest()[:16]
+
     def build_nodes(self, loaded: LoadedFile, kb: str, tags: list[str], content_hash: str,
                     source: str) -> list[TextNode]:
         """One file's chunks as LlamaIndex TextNodes: what is stored, searched and cited."""
@@ -154,7 +165,8 @@ class Ingestor:
         else:
             for chunk in split_document(loaded.text, self.count_tokens, self.settings.chunk_size,
                                         self.settings.chunk_overlap):
-                pieces.append((chunk.text, list(chunk.heading_path), {}, tags, False))
+                where = {chunk.location[0]: chunk.location[1]} if chunk.location else {}  # {"page": 3}
+                pieces.append((chunk.text, list(chunk.heading_path), where, tags, False))
         return [chunk_node(node_id_for(kb, source, content_hash, position), text, f"{kb}:{source}", {
                     "source": source, "title": loaded.title, "heading_path": heading_path, "position": position,
                     "kb": kb, "tags": node_tags, "doc_hash": content_hash, "is_faq": is_faq, **extra})
@@ -178,6 +190,7 @@ class Ingestor:
         if not kb:
             raise AskAnyError("The knowledge base name is empty; pass --kb NAME")
         tags = sorted({tag.strip() for tag in tags or [] if tag.strip()})
+        self.show_progress = progress
         started = time.perf_counter()
         report = IngestReport(kb=kb)
         found = discover(paths, self.settings.follow_symlinks)
@@ -313,8 +326,8 @@ class Ingestor:
         source = str(path)
         if not is_utf8(source):  # a name from another system's encoding: Postgres cannot store it as text
             return FileResult(_printable(path), "failed", reason="the file name is not valid UTF-8: rename the file")
-        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            return FileResult(source, "skipped", reason=f"unsupported extension {path.suffix or '(none)'}")
+        if (unsupported := unsupported_reason(path.suffix.lower(), self.limits)) is not None:
+            return FileResult(source, "skipped", reason=unsupported)
         try:
             size = path.stat().st_size
             if size > max_bytes:
@@ -326,7 +339,7 @@ class Ingestor:
         except OSError as error:
             return FileResult(source, "failed", reason=f"unreadable: {error.strerror or error}")
         content_hash = file_hash(data)
-        if stored == (content_hash, fingerprint):
+        if stored == (content_hash, self.file_fingerprint(fingerprint, path)):
             return FileResult(source, "unchanged")
         return ParseTask(path, source, data, content_hash, True)
 
@@ -336,13 +349,15 @@ class Ingestor:
         try:
             if data is None:
                 data = task.path.read_bytes()
-            loaded = load_file(task.path, int(self.settings.max_file_size_mb * 1024 * 1024), data,
-                               ParseLimits.from_settings(self.settings))
+            with ocr.progress(self.show_progress):
+                loaded = load_file(task.path, int(self.settings.max_file_size_mb * 1024 * 1024), data,
+                                   self.limits)
         except OSError as error:
             return FileResult(task.source, "failed", reason=f"unreadable: {error.strerror or error}")
         except FileSkipped as error:
             return FileResult(task.source, "failed", reason=error.reason)
-        record = self._record(loaded, kb, tags, task.content_hash or file_hash(data), fingerprint, task.source)
+        record = self._record(loaded, kb, tags, task.content_hash or file_hash(data),
+                              self.file_fingerprint(fingerprint, task.path), task.source)
         if not record.chunks:
             return FileResult(task.source, "failed", reason="no text to index")
         status: Status = "changed" if task.stored else "new"

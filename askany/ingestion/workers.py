@@ -82,10 +82,12 @@ def _in_pool(ingestor: Ingestor, workers: int, items: Iterator[FileResult | Pars
              fingerprint: str) -> Iterator[Any]:
     from askany.ingestion.pipeline import ParseTask
 
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()  # set when the run ends early: a worker stops a long OCR file at its next page
     try:
         with _main_hidden():
-            pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _start_worker,
-                                       (ingestor.settings, kb, tags, fingerprint))
+            pool = ProcessPoolExecutor(workers, context, _start_worker,
+                                       (ingestor.settings, kb, tags, fingerprint, ingestor.show_progress, stop))
     except OSError as error:  # no processes to be had: parse here
         log.warning("Could not start %d ingestion workers (%s): parsing in this process", workers, error)
         yield from _here(ingestor, items, kb, tags, fingerprint)
@@ -114,6 +116,7 @@ def _in_pool(ingestor: Ingestor, workers: int, items: Iterator[FileResult | Pars
     finally:
         # Interrupted or failed: the unfinished batches are not wanted. (A worker that died makes
         # every pending batch fail at once, with BrokenProcessPool, instead of waiting forever.)
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -149,17 +152,22 @@ _worker: tuple[Ingestor, str, list[str], str] | None = None
 _start_error: BaseException | None = None
 
 
-def _start_worker(settings: Settings, kb: str, tags: list[str], fingerprint: str) -> None:
+def _start_worker(settings: Settings, kb: str, tags: list[str], fingerprint: str, progress: bool,
+                  stop: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the ingesting process's to handle
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="askany-parent-watch",
                      daemon=True).start()
     global _worker, _start_error
     try:
         from askany.context import AskAny
+        from askany.ingestion.loaders import ocr
         from askany.ingestion.pipeline import Ingestor
         from askany.models.registry import ModelRegistry
 
-        _worker = (Ingestor(AskAny(settings, ModelRegistry(settings))), kb, tags, fingerprint)
+        ocr.set_cancel_check(stop.is_set)  # OCR reads page by page: an interrupted run waits a page
+        ingestor = Ingestor(AskAny(settings, ModelRegistry(settings)))
+        ingestor.show_progress = progress
+        _worker = (ingestor, kb, tags, fingerprint)
     except BaseException as error:  # noqa: BLE001 - raising here would make the pool respawn workers forever
         _start_error = error
 

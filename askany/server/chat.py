@@ -56,7 +56,7 @@ class Final:
 def references(result: QAResult) -> list[dict[str, Any]]:
     return [{"number": s.number, "file": s.source, "title": s.title, "kb": s.kb,
              "heading": " > ".join(s.heading_path), "snippet": snippet(s.text), "is_faq": s.is_faq,
-             "cited": s.number in result.answer.citations, "scores": s.stages}
+             "cited": s.number in result.answer.citations, "scores": s.stages, **s.location}
             for s in result.sources]
 
 

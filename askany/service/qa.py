@@ -29,6 +29,7 @@ from askany.storage.store import SearchFilter
 QueryType = Literal["AUTO", "FAQ", "DOCS"]
 QUERY_TYPES: tuple[str, ...] = ("AUTO", "FAQ", "DOCS")
 WEAK_FAQ_PASSAGES = 2
+LOCATION_KEYS = ("page", "slide")  # chunk metadata the loaders record (askany/ingestion/chunking.py)
 NO_FAQ_MATCH = "没有找到匹配的常见问题。"
 
 
@@ -43,6 +44,7 @@ class Source:
     is_faq: bool
     low_confidence: bool
     stages: dict[str, dict[str, float]]
+    location: dict[str, int] = field(default_factory=dict)  # {"page": 3} (PDFs, scans) or {"slide": 2}
 
 
 @dataclass
@@ -65,7 +67,8 @@ def _source(number: int, hit: Hit, low_confidence: bool = False) -> Source:
     return Source(number=number, source=chunk.source, title=chunk.title, heading_path=list(chunk.heading_path),
                   text=chunk.text, kb=chunk.kb, is_faq=chunk.is_faq, low_confidence=low_confidence,
                   stages={name: {"rank": stage.rank, "score": round(stage.score, 6)}
-                          for name, stage in hit.stages.items()})
+                          for name, stage in hit.stages.items()},
+                  location={key: chunk.metadata[key] for key in LOCATION_KEYS if key in chunk.metadata})
 
 
 def _passage(source: Source) -> Passage:

@@ -25,6 +25,7 @@ def collect_status(settings: Settings, db_probe: bool = True) -> dict[str, Any]:
                    for role in ROLES for state in [role_status(settings, role)]},
     }
     status["tokenizer"] = "hanlp" if status["models"][HANLP.name]["ok"] else "jieba"
+    status["ocr"] = _ocr_status(settings)
     try:
         status["device"] = choose_device(settings)
     except AskAnyError as error:
@@ -34,6 +35,16 @@ def collect_status(settings: Settings, db_probe: bool = True) -> dict[str, Any]:
     status["ok"] = (bool(status["database"].get("ok", True)) and "error" not in str(status["device"])
                     and not status["missing_required"])
     return status
+
+
+def _ocr_status(settings: Settings) -> dict[str, Any]:
+    """Whether images and scanned PDF pages will be read, and by which engine (nothing imported)."""
+    from askany.ingestion.loaders.ocr import engine_status
+
+    engine = engine_status()
+    if not settings.ocr_enabled:
+        return {**engine, "enabled": False, "ok": False, "problem": "OCR_ENABLED=false"}
+    return {**engine, "enabled": True, "ok": engine["available"]}
 
 
 def _database_status(settings: Settings) -> dict[str, Any]:

@@ -109,6 +109,8 @@ def render_source(source: Source, turn: int, cited: bool, terms: Sequence[str], 
     t = strings(language)
     name = Path(source.source).name or source.title or source.source
     where = " › ".join(h for h in source.heading_path if h.strip()) or source.title
+    where = " · ".join(part for part in [where, *(t[f"location_{kind}"].format(n=n)
+                                                  for kind, n in source.location.items())] if part)
     badges = []
     if cited:
         badges.append(f'<span class="askany-badge askany-badge-cited">{html.escape(t["cited"])}</span>')
@@ -209,6 +211,9 @@ def render_status(status: dict[str, Any], loaded: dict[str, bool], language: str
             rows.append(("ok", label, f"{how}: {state.get('name')} → {state.get('path')} ({state.get('source')})"))
         else:
             rows.append(("bad", label, f"{t['unavailable']}: {state.get('problem')}"))
+    ocr = status.get("ocr") or {}
+    rows.append(("ok", t["ocr"], str(ocr.get("engine"))) if ocr.get("ok")
+                else ("info", t["ocr"], f"{t['ocr_off']}: {ocr.get('problem')}"))
     rows.append(("info", t["tokenizer"], str(status.get("tokenizer"))))
     rows.append(("info" if "error" not in str(status.get("device")) else "bad", t["device"],
                  str(status.get("device"))))

@@ -13,6 +13,7 @@ import pytest
 from pypdf import PdfReader, PdfWriter
 
 from askany.core.errors import AskAnyError
+from askany.ingestion.chunking import location_line
 from askany.ingestion.loaders import (
     SUPPORTED_SUFFIXES,
     FaqEntry,
@@ -20,6 +21,7 @@ from askany.ingestion.loaders import (
     decode_text,
     load_file,
 )
+from askany.ingestion.loaders.ocr import ocr_installed
 
 LIMIT = 1 << 20
 
@@ -256,6 +258,9 @@ def test_supported_suffixes() -> None:
         ".json",
         ".jsonl",
         ".csv",
+        ".xlsx",
+        ".pptx",
+        *((".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff") if ocr_installed() else ()),
     }
 
 
@@ -266,7 +271,7 @@ def test_pdf_chinese_text_and_metadata_title(tmp_path: Path) -> None:
     lines = ["第一章 概述", "升级到 v2.3.1 后出现 ERR-2041 错误。", "请检查 k8s 配置。"]
     loaded = load_file(write(tmp_path, "manual.pdf", make_pdf(lines, title="运维手册")), LIMIT)
     assert loaded.title == "运维手册"
-    assert loaded.text == "\n".join(lines)
+    assert loaded.text == location_line("page", 1) + "\n" + "\n".join(lines)
     assert loaded.encoding is None
 
 
@@ -274,7 +279,7 @@ def test_pdf_title_falls_back_to_first_line_and_joins_wrapped_chinese(tmp_path: 
     lines = ["概述", "数据库连接池的配置项包括最大连接数和超", "时时间等参数。", "短行"]
     loaded = load_file(write(tmp_path, "wrapped.pdf", make_pdf(lines)), LIMIT)
     assert loaded.title == "概述"
-    assert loaded.text == "概述\n数据库连接池的配置项包括最大连接数和超时时间等参数。\n短行"
+    assert loaded.text == location_line("page", 1) + "\n概述\n数据库连接池的配置项包括最大连接数和超时时间等参数。\n短行"
 
 
 def test_pdf_without_text(tmp_path: Path) -> None:
@@ -291,7 +296,7 @@ def test_pdf_encrypted(tmp_path: Path) -> None:
         "encrypted PDF (password required)"
     )
     # An empty user password only restricts editing: anyone can read it, so should we.
-    assert load_file(write(tmp_path, "open.pdf", encrypt_pdf(plain, "")), LIMIT).text == "加密文档的内容。"
+    assert load_file(write(tmp_path, "open.pdf", encrypt_pdf(plain, "")), LIMIT).text.endswith("\n加密文档的内容。")
 
 
 # --------------------------------------------------------------------------- DOCX

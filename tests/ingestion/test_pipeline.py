@@ -14,6 +14,7 @@ import docx
 import pytest
 
 from askany.cli.main import main
+from askany.ingestion.loaders.ocr import ocr_installed
 from askany.ingestion.pipeline import Ingestor
 from askany.storage.store import EmbeddingMismatchError, SearchFilter
 from tests.support.snapshots import snapshot
@@ -129,12 +130,14 @@ def make_bad_inputs(folder: Path) -> dict[str, str]:
     (folder / "empty.md").write_bytes(b"")
     (folder / "binary.txt").write_bytes(b"\x00\x01\x02PNG\x00" * 50)
     (folder / "huge.txt").write_text("很大的文件。" * 200_000, encoding="utf-8")
-    (folder / "image.png").write_bytes(b"\x89PNG\r\n")
+    (folder / "drawing.dwg").write_bytes(b"AC1032")
+    (folder / "image.png").write_bytes(b"\x89PNG\r\n")  # read by OCR (when installed): a truncated image
     (folder / "corrupt.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
     (folder / "corrupt.docx").write_bytes(b"PK not a zip")
     (folder / "locked.md").write_text("# 锁住\n\n读不到。", encoding="utf-8")
     (folder / "good.md").write_text("# 正常\n\n正常的文件会被收录。", encoding="utf-8")
-    return {"empty.md": "empty", "binary.txt": "binary", "huge.txt": "limit", "image.png": "unsupported extension",
+    return {"empty.md": "empty", "binary.txt": "binary", "huge.txt": "limit", "drawing.dwg": "unsupported extension",
+            "image.png": "corrupt image" if ocr_installed() else "unsupported extension",
             "corrupt.pdf": "PDF", "corrupt.docx": "", "locked.md": "unreadable"}
 
 
@@ -161,7 +164,7 @@ def test_bad_inputs_are_skipped_with_reasons_and_nothing_stored_is_lost(make_app
     for name, reason in reasons.items():
         assert by_name[name].status in ("failed", "skipped") and reason.lower() in by_name[name].reason.lower(), \
             (name, by_name[name])
-    assert by_name["image.png"].status == "skipped" and by_name["good.md"].status == "new"
+    assert by_name["drawing.dwg"].status == "skipped" and by_name["good.md"].status == "new"
     assert keyword_sources(app, "已经收录的文档", "bad")[0] == "kept.md"
 
     monkeypatch.undo()

@@ -12,7 +12,7 @@ all it takes to support a new format. Unreadable or unindexable files raise ``Fi
 from __future__ import annotations
 
 # Format modules register themselves on import; the order does not matter.
-from askany.ingestion.loaders import docx, faq, html, pdf, text  # noqa: F401
+from askany.ingestion.loaders import docx, faq, html, image, ocr, pdf, pptx, text, xlsx  # noqa: F401
 from askany.ingestion.loaders.decoding import decode_text, normalize_newlines
 from askany.ingestion.loaders.registry import FaqEntry, FileSkipped, LoadedFile, load_file, supported_suffixes
 

@@ -1,4 +1,4 @@
-"""Zip-based formats (DOCX today; XLSX and PPTX will use the same): the archive is checked before parsing.
+"""Zip-based formats (DOCX, XLSX, PPTX): the archive is checked before parsing.
 
 ``open_archive`` reads only the central directory and refuses an archive with too many members,
 too many unpacked bytes in all, or an absurd compression ratio. The directory can lie, so members
@@ -40,6 +40,9 @@ class Archive:
 
     def has(self, name: str) -> bool:
         return name in self._zip.NameToInfo
+
+    def names(self) -> list[str]:
+        return self._zip.namelist()
 
     @contextmanager
     def open(self, name: str) -> Iterator[_Capped]:

@@ -1,4 +1,5 @@
-"""Small helpers more than one format parser uses: browser-like whitespace, short error text, sizes."""
+"""Small helpers more than one format parser uses: browser-like whitespace, table rows, short error
+text, sizes."""
 
 from __future__ import annotations
 
@@ -29,3 +30,10 @@ def format_size(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.3g} {unit}"
     return f"{size}-byte"
+
+
+def labelled_row(labels: list[str], values: list[str]) -> str:
+    """A table row as one line that names each value's column: ``用例编号: TC-001 | 模块: 登录``
+    (a value without a column name stands alone)."""
+    return " | ".join(f"{label}: {value}" if label and label != value else value
+                      for label, value in zip(labels, values, strict=True))

@@ -30,9 +30,14 @@ class ParseLimits:
     max_xml_elements: int  # MAX_XML_ELEMENTS: over all the XML parts of one file
     max_html_elements: int  # MAX_HTML_ELEMENTS: tags of one HTML page
     max_pdf_pages: int  # MAX_PDF_PAGES
+    ocr: bool = False  # OCR_ENABLED, and the OCR engine installed
+    ocr_max_pages: int = 100  # OCR_MAX_PAGES: pages (image frames, scanned PDF pages) OCR'd in one file
+    max_image_pixels: int = 60_000_000  # MAX_IMAGE_MEGAPIXELS: one image, or one rendered page
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParseLimits:
+        from askany.ingestion.loaders.ocr import ocr_installed
+
         return cls(
             max_unpacked_bytes=int(settings.max_unpacked_mb * MB),
             max_compression_ratio=settings.max_compression_ratio,
@@ -40,6 +45,9 @@ class ParseLimits:
             max_xml_elements=settings.max_xml_elements,
             max_html_elements=settings.max_html_elements,
             max_pdf_pages=settings.max_pdf_pages,
+            ocr=settings.ocr_enabled and ocr_installed(),
+            ocr_max_pages=settings.ocr_max_pages,
+            max_image_pixels=int(settings.max_image_megapixels * 1_000_000),
         )
 
 

@@ -85,31 +85,37 @@ Parser = Callable[[bytes, str, "ParseLimits"], Document | Faqs]
 class _Loader:
     parse: Parser
     empty_reason: str  # the skip reason when the parsed text is blank
+    needs_ocr: bool  # only read when OCR is on (ParseLimits.ocr): images
+    uses_ocr: bool  # what it reads depends on whether OCR is on: images, PDFs (their scanned pages)
 
 
 _LOADERS: dict[str, _Loader] = {}
+_MISSING: dict[str, tuple[str, ...]] = {}  # suffix -> the modules its loader needs that are not installed
 # Callers that hand over bytes (the ingestion pipeline) check the suffix themselves; bytes that
 # come with any other suffix have always been read as plain text, so they still are.
 _FALLBACK_SUFFIX = ".txt"
 
 
-def register(*suffixes: str, empty_reason: str = "empty file",
-             requires: tuple[str, ...] = ()) -> Callable[[Parser], Parser]:
+def register(*suffixes: str, empty_reason: str = "empty file", requires: tuple[str, ...] = (),
+             needs_ocr: bool = False, uses_ocr: bool = False) -> Callable[[Parser], Parser]:
     """Decorator: ``parse`` handles ``suffixes`` (lower case, with the dot).
 
     ``requires`` names modules the parser imports; if any is missing the suffixes stay
-    unregistered, so such files are skipped as "unsupported extension" instead of failing.
+    unregistered, so such files are skipped as "unsupported extension" (naming the missing
+    modules) instead of failing. ``needs_ocr`` suffixes are unsupported while OCR is off;
+    ``uses_ocr`` ones read more with it (a stored file is read again when OCR is turned on).
     """
 
     def decorator(parse: Parser) -> Parser:
-        missing = [name for name in requires if not _importable(name)]
+        missing = tuple(name for name in requires if not _importable(name))
         if missing:
             logger.debug("no loader for %s: %s not installed", ", ".join(suffixes), ", ".join(missing))
+            _MISSING.update(dict.fromkeys(suffixes, missing))
             return parse
         for suffix in suffixes:
             if suffix in _LOADERS:  # two modules claiming one suffix is a programming error
                 raise ValueError(f"a loader for {suffix} is already registered")
-            _LOADERS[suffix] = _Loader(parse, empty_reason)
+            _LOADERS[suffix] = _Loader(parse, empty_reason, needs_ocr, needs_ocr or uses_ocr)
         return parse
 
     return decorator
@@ -125,6 +131,25 @@ def _importable(name: str) -> bool:
 def supported_suffixes() -> frozenset[str]:
     """Every suffix a loader is registered for (complete once the package has been imported)."""
     return frozenset(_LOADERS)
+
+
+def uses_ocr(suffix: str) -> bool:
+    """Whether what is read from files with ``suffix`` depends on OCR being on."""
+    loader = _LOADERS.get(suffix)
+    return loader is not None and loader.uses_ocr
+
+
+def unsupported_reason(suffix: str, limits: ParseLimits) -> str | None:
+    """Why files with ``suffix`` (lower case) are not read under ``limits``; None if they are."""
+    loader = _LOADERS.get(suffix)
+    if loader is not None and (limits.ocr or not loader.needs_ocr):
+        return None
+    reason = f"unsupported extension {suffix or '(none)'}"
+    if loader is not None:
+        return f"{reason} (images are read by OCR, which is off: OCR_ENABLED=false)"
+    if suffix in _MISSING:
+        return f"{reason} (reading it needs {', '.join(_MISSING[suffix])}: pip install them)"
+    return reason
 
 
 # --------------------------------------------------------------------------- entry point
@@ -151,7 +176,7 @@ def load_file(path: Path, max_bytes: int, data: bytes | None = None,
 def _load(path: Path, max_bytes: int, data: bytes | None, limits: ParseLimits) -> LoadedFile:
     suffix = path.suffix.lower()
     if data is None:
-        data = _read_bytes(path, max_bytes, suffix)
+        data = _read_bytes(path, max_bytes, suffix, limits)
     elif not data:
         raise FileSkipped("empty file")
     loader = _LOADERS.get(suffix) or _LOADERS[_FALLBACK_SUFFIX]
@@ -178,7 +203,7 @@ def storable(text: str) -> str:
     return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
 
 
-def _read_bytes(path: Path, max_bytes: int, suffix: str) -> bytes:
+def _read_bytes(path: Path, max_bytes: int, suffix: str, limits: ParseLimits) -> bytes:
     """Check existence, type, extension and size before reading a single byte."""
     try:
         info = path.stat()
@@ -190,8 +215,8 @@ def _read_bytes(path: Path, max_bytes: int, suffix: str) -> bytes:
         raise FileSkipped(f"unreadable: {error.strerror or error}") from None
     if not stat.S_ISREG(info.st_mode):
         raise FileSkipped("not a regular file")
-    if suffix not in _LOADERS:
-        raise FileSkipped(f"unsupported extension {suffix or '(none)'}")
+    if (unsupported := unsupported_reason(suffix, limits)) is not None:
+        raise FileSkipped(unsupported)
     if info.st_size > max_bytes:
         raise FileSkipped(f"larger than the {format_size(max_bytes)} limit")
     if info.st_size == 0:
