@@ -286,7 +286,7 @@ class Ingestor:
                 current = now[item.source]
                 if not item.stored:
                     item = self._examine(item.path, fingerprint, 1 << 62, current)  # its size was checked
-                elif current == (item.content_hash, fingerprint):
+                elif current == (item.content_hash, self.file_fingerprint(fingerprint, item.path)):
                     item = FileResult(item.source, "unchanged")
                 if isinstance(item, FileResult):
                     unchanged_now.append(item.path)
