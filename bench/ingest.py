@@ -167,7 +167,7 @@ def ingestion_groups(app: Any, report: Any) -> list[list[str]]:
     on the report gives the same groups, hence the same batches and padding.
     """
     texts = stored_texts(app, report.kb)
-    limit = app.settings.ingest_group_chunks
+    limit = app.settings.vector_group_chunks
     groups: list[list[str]] = []
     pending: list[str] = []
     for result in report.results:
@@ -428,7 +428,7 @@ def summarize(args: argparse.Namespace, machine: dict[str, Any], model_path: Pat
         "copies": args.copies,
         "embedding_api": args.embedding_api,
         "batch_size": settings.embedding_batch_size,
-        "ingest_group_chunks": settings.ingest_group_chunks,
+        "ingest_group_chunks": settings.vector_group_chunks,
         "chunk_size": settings.chunk_size,
         "encode_groups": len(groups),
         "chunks": len(texts),

@@ -214,8 +214,8 @@ class Ingestor:
         pending_chunks = 0
         # A transaction per group: with vectors, a crash loses at most a group of model work; without
         # them a group costs milliseconds, and bigger groups mean fewer keyword segments to merge.
-        group = self.settings.ingest_group_chunks if embedder.expected() else max(
-            self.settings.ingest_group_chunks, KEYWORD_ONLY_GROUP_CHUNKS)
+        group = self.settings.vector_group_chunks if embedder.expected() else max(
+            self.settings.vector_group_chunks, KEYWORD_ONLY_GROUP_CHUNKS)
 
         from tqdm import tqdm
 
@@ -382,7 +382,7 @@ class Ingestor:
         with tqdm(total=total, unit="chunk", desc="Embedding stored chunks", disable=not progress) as bar:
             while True:
                 try:
-                    done = store.embed_awaiting(self.settings.ingest_group_chunks,
+                    done = store.embed_awaiting(self.settings.vector_group_chunks,
                                                 lambda texts: self._encode(embedder, texts))
                 except ModelUnavailableError as error:
                     lazy.stop(error)
