@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import IO
 
 from askany.ingestion.loaders.common import format_size, short_error
-from askany.ingestion.loaders.limits import RATIO_CHECKED_FROM, ParseLimits, over_limit
+from askany.ingestion.loaders.limits import RATIO_CHECKED_FROM, ParseLimits, WorkBudget, over_limit
 from askany.ingestion.loaders.registry import FileSkipped
 
 # A member that cannot be opened: a bad local header, an unsupported compression method, encryption.
@@ -34,9 +34,8 @@ class Archive:
     def __init__(self, archive: zipfile.ZipFile, kind: str, limits: ParseLimits):
         self._zip = archive
         self.kind = kind
-        self._limit = limits.max_unpacked_bytes
-        self._unpacked: dict[str, int] = {}  # member -> the most bytes any reading of it has unpacked
-        self._total = 0
+        # Charged per member for the most bytes any reading of it has unpacked.
+        self._unpacked = _UnpackedBytes(kind, limits.max_unpacked_bytes, "bytes", "MAX_UNPACKED_MB")
 
     def has(self, name: str) -> bool:
         return name in self._zip.NameToInfo
@@ -61,14 +60,13 @@ class Archive:
 
     def reach(self, name: str, position: int) -> None:
         """A reading of ``name`` has unpacked ``position`` bytes: refuse past MAX_UNPACKED_MB in all."""
-        before = self._unpacked.get(name, 0)
-        if position <= before:
-            return
-        self._unpacked[name] = position
-        self._total += position - before
-        if self._total > self._limit:
-            limit = format_size(self._limit)
-            raise over_limit(f"{self.kind} unpacks to more than {limit}", limit, "MAX_UNPACKED_MB")
+        self._unpacked.reach(name, position)
+
+
+class _UnpackedBytes(WorkBudget):
+    def refusal(self) -> FileSkipped:
+        limit = format_size(self.limit)
+        return over_limit(f"{self.kind} unpacks to more than {limit}", limit, self.setting)
 
 
 class _Capped:

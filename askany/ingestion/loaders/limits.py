@@ -76,4 +76,7 @@ class WorkBudget:
         self._seen[part] = count
         self._spent += count - seen
         if self._spent > self.limit:
-            raise over_limit(f"{self.kind} has more than {self.limit:,} {self.unit}", f"{self.limit:,}", self.setting)
+            raise self.refusal()
+
+    def refusal(self) -> FileSkipped:
+        return over_limit(f"{self.kind} has more than {self.limit:,} {self.unit}", f"{self.limit:,}", self.setting)
