@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from askany.core.text import CJK_TEXT
 from askany.ingestion.loaders.common import short_error
-from askany.ingestion.loaders.registry import FileSkipped
+from askany.ingestion.loaders.registry import FileSkipped, importable
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -61,14 +61,7 @@ _TILE_OVERLAP = 160  # pixels; a text line taller than this may be read twice wh
 @functools.cache
 def ocr_installed() -> bool:
     """Whether rapidocr and onnxruntime can be imported (looked up once a process, not imported)."""
-    return all(_importable(name) for name in OCR_MODULES)
-
-
-def _importable(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+    return all(importable(name) for name in OCR_MODULES)
 
 
 def _models_dir() -> Path | None:
@@ -78,7 +71,7 @@ def _models_dir() -> Path | None:
 
 def engine_status() -> dict[str, Any]:
     """Whether OCR can run here and with what, judged without importing the engine (for --check)."""
-    missing = [name for name in OCR_MODULES if not _importable(name)]
+    missing = [name for name in OCR_MODULES if not importable(name)]
     if missing:
         return {"available": False, "engine": None,
                 "problem": f"{', '.join(missing)} not installed: {INSTALL_HINT}"}

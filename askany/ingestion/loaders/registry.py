@@ -107,7 +107,7 @@ def register(*suffixes: str, empty_reason: str = "empty file", requires: tuple[s
     """
 
     def decorator(parse: Parser) -> Parser:
-        missing = tuple(name for name in requires if not _importable(name))
+        missing = tuple(name for name in requires if not importable(name))
         if missing:
             logger.debug("no loader for %s: %s not installed", ", ".join(suffixes), ", ".join(missing))
             _MISSING.update(dict.fromkeys(suffixes, missing))
@@ -121,7 +121,8 @@ def register(*suffixes: str, empty_reason: str = "empty file", requires: tuple[s
     return decorator
 
 
-def _importable(name: str) -> bool:
+def importable(name: str) -> bool:
+    """Whether a module can be imported, found without importing it."""
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):  # a missing parent package of a dotted name
