@@ -58,6 +58,28 @@ def test_wrong_value_is_one_sentence_naming_the_setting(monkeypatch: pytest.Monk
     assert named in message and "\n" not in message
 
 
+@pytest.mark.parametrize(("values", "words"), [
+    ({"EMBEDDING_BACKEND": "openai"}, "EMBEDDING_BACKEND=openai needs EMBEDDING_API_BASE"),
+    ({"RERANKER_BACKEND": "tei"}, "RERANKER_BACKEND=tei needs RERANKER_API_BASE"),
+    ({"EMBEDDING_API_BASE": "gpu-box:9100"}, "http://host:port/path"),
+    ({"LLM_API_BASE": "http://gpu box/v1"}, "http://host:port/path"),
+])
+def test_a_remote_role_needs_a_server_address(monkeypatch: pytest.MonkeyPatch, values: dict, words: str) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=re.escape(words)) as caught:
+        load_settings()
+    assert "\n" not in str(caught.value)
+
+
+def test_groups_are_larger_for_a_model_on_a_server() -> None:
+    assert load_settings().vector_group_chunks == 256
+    remote = {"embedding_backend": "openai", "embedding_api_base": "http://gpu-box:9100/v1/"}
+    assert load_settings(**remote).vector_group_chunks == 2048
+    assert load_settings(**remote, ingest_group_chunks=8).vector_group_chunks == 8
+    assert load_settings(**remote).embedding_api_base == "http://gpu-box:9100/v1"  # the slash is dropped
+
+
 def test_file_where_a_folder_is_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a_file = tmp_path / "data.txt"
     a_file.write_text("x")

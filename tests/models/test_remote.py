@@ -71,6 +71,7 @@ def test_ingest_and_search_with_vectors_and_rerank_from_a_server(remote_app, sta
     bodies = embedding_requests(standin)
     assert all(body["model"] == "standin-embed" and len(body["input"]) <= 4 for body in bodies)
     assert app.store.vector_model() == ("standin-embed", 48)  # the remote model's name is the identity
+    assert app.store.has_hnsw_index()  # built once, after the first load
 
     # The stored vectors are the server's (normalized); a search uses vectors and TEI's rerank.
     with app.db.connection() as conn:
