@@ -128,7 +128,7 @@ def instrument(app: Any, ingestor: Any, model: Any) -> common.PhaseTimer:
 
     timer = common.PhaseTimer()
     timer.wrap(askany.ingestion.pipeline, "load_file", "read + parse files")
-    timer.wrap(ingestor, "build_nodes", "chunking (incl. token counting)")
+    timer.wrap(ingestor, "chunk_pieces", "chunking (incl. token counting)")
     timer.wrap(app.analyzer, "terms_many", "keyword terms (jieba)")
     timer.wrap(model, "encode", "encode (model)")
     timer.wrap(app.store, "replace_documents", "database writes")

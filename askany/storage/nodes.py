@@ -1,8 +1,8 @@
 """LlamaIndex nodes in and out of the store: the one conversion between a `TextNode` and a chunk row.
 
-Ingestion builds its chunks as LlamaIndex `TextNode`s and stores them through `chunk_records`;
-the LlamaIndex vector-store adapter stores nodes given by a LlamaIndex user through the same
-function, and every search result leaves the store as a node through `to_node`.
+The LlamaIndex vector-store adapter stores nodes given by a LlamaIndex user through
+`chunk_records`, and every search result leaves the store as a node through `to_node`. Ingestion
+makes the same rows directly (`Ingestor._record`), so its worker processes never import LlamaIndex.
 """
 
 from __future__ import annotations

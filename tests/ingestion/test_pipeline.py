@@ -15,7 +15,7 @@ import pytest
 
 from askany.cli.main import main
 from askany.ingestion.loaders.ocr import ocr_installed
-from askany.ingestion.pipeline import Ingestor
+from askany.ingestion.pipeline import Ingestor, ParseTask, file_hash
 from askany.storage.store import EmbeddingMismatchError, SearchFilter
 from tests.support.snapshots import snapshot
 
@@ -273,6 +273,22 @@ def test_store_works_as_a_llamaindex_vector_store(make_app, tiny_embedding_dir) 
     nodes = index.as_retriever(similarity_top_k=3).retrieve("如何回滚发布？")
     assert len(nodes) == 3 and all(node.node.metadata["kb"] == "li" for node in nodes)
     assert all(node.node.metadata["source"].endswith((".md", ".txt", ".json")) for node in nodes)
+
+
+def test_ingested_rows_are_the_rows_their_llamaindex_nodes_make(make_app) -> None:
+    """Ingestion makes chunk rows directly (no LlamaIndex in its workers); a LlamaIndex user storing
+    the same chunks as nodes gets the same rows (documents, FAQ entries, their tags and metadata)."""
+    from askany.storage.nodes import chunk_node, chunk_records
+
+    ingestor = Ingestor(make_app())
+    for path in sorted((ROOT / "ingest" / "samples").iterdir()):
+        data = path.read_bytes()
+        record = ingestor.parse(ParseTask(path, str(path), data, file_hash(data), False), "kb", ["t"], "fp").record
+        nodes = [chunk_node(chunk.node_id, chunk.text, f"kb:{record.source}", {
+            "source": record.source, "title": record.title, "heading_path": chunk.heading_path,
+            "position": chunk.position, "kb": "kb", "tags": chunk.tags, "doc_hash": record.content_hash,
+            "is_faq": chunk.is_faq, **chunk.metadata}) for chunk in record.chunks]
+        assert chunk_records(nodes, [chunk.terms for chunk in record.chunks]) == record.chunks
 
 
 @pytest.mark.usefixtures("empty_db")
