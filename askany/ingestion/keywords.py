@@ -14,7 +14,6 @@ import logging
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +31,11 @@ CJK_RUN = re.compile(f"[{CJK}]+")
 CJK_BIGRAM = re.compile(f"(?=([{CJK}]{{2}}))")  # overlapping pairs, found by the regex engine in one pass
 CJK_WORD = re.compile(f"(?<![^\x00])[{CJK}]+(?![^\x00])")  # a whole NUL-separated token of CJK only
 CODE_TOKEN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_]|[.\-/:#+](?=[A-Za-z0-9]))*")
+CODE_PART_SEPARATOR = re.compile(r"[.\-/:#+_]")
 HAS_WORD_CHAR = re.compile(f"[{CJK}A-Za-z0-9]")
+# Fullwidth ASCII and the ideographic space, which NFKC maps to ASCII one for one (see normalize).
+FULLWIDTH = re.compile("[\u3000\uff01-\uff5e]")
+FULLWIDTH_TO_ASCII = {chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)} | {"\u3000": " "}
 WORD_PREFIX = "\u00b7"  # keeps segmented words apart from single characters and character pairs
 
 # Function words that match nearly every chunk and only add noise to BM25.
@@ -138,17 +141,26 @@ def normalize(text: str) -> str:
 
     A question in either script then finds a document in the other; measured in docs/keyword-index.md.
     """
-    text = unicodedata.normalize("NFKC", text.replace("\x00", "")).lower()
-    return _to_simplified().convert(text)
+    return _to_simplified().convert(_nfkc(text.replace("\x00", "")).lower())
 
 
-def _code_terms(text: str) -> Iterable[str]:
-    for match in CODE_TOKEN.finditer(text):
-        token = match.group()
-        yield token
-        parts = re.split(r"[.\-/:#+_]", token)
-        if len(parts) > 1:
-            yield from (part for part in parts if part)
+def _nfkc(text: str) -> str:
+    """unicodedata.normalize("NFKC", text), four times faster on Chinese text: its fullwidth
+    punctuation (，：（）) sends the whole text down NFKC's slow path, so those characters are mapped
+    first (to exactly what NFKC maps them to), and only text still not normalized pays for NFKC."""
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    text = FULLWIDTH.sub(lambda match: FULLWIDTH_TO_ASCII[match.group()], text)
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+
+
+def _code_terms(text: str) -> list[str]:
+    terms = []
+    for token in CODE_TOKEN.findall(text):
+        terms.append(token)
+        if not token.isalnum():  # k8s, v2 have no parts; ERR-2041, v2.3.1 do
+            terms.extend(part for part in CODE_PART_SEPARATOR.split(token) if part)
+    return terms
 
 
 def _characters(text: str) -> list[str]:

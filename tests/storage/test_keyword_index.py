@@ -211,6 +211,20 @@ def test_traditional_and_simplified_find_each_other(make_app, tmp_path) -> None:
     assert top(to_traditional.convert("发布软件前需要什么")) == "simp.md"  # and the reverse
 
 
+def test_fast_nfkc_equals_unicodedata_on_every_code_point() -> None:
+    """The analyzer's NFKC shortcut (fullwidth ASCII mapped first) gives exactly NFKC's text, also
+    where a mapped character composes with what follows (Ａ + combining acute is Á)."""
+    import unicodedata
+
+    from askany.ingestion.keywords import _nfkc
+
+    every = "".join(chr(code) for code in range(0x20, 0x30000) if not 0xD800 <= code < 0xE000)
+    for start in range(0, len(every), 499):
+        text = every[start:start + 600] + "Ａ\u0301ｶﾞ、，。\u3000（ｘ）" + every[start:start + 7]
+        assert _nfkc(text) == unicodedata.normalize("NFKC", text)
+    assert _nfkc("网络，中断（ＡＢＣ）") == "网络,中断(ABC)"
+
+
 def test_keyword_channel_on_traditional_documents_keeps_its_quality(run_cli, tmp_path) -> None:
     """shared/eval with its documents converted to Traditional Chinese, questions left Simplified."""
     convert = opencc.OpenCC("s2t")
