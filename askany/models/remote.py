@@ -153,6 +153,11 @@ class ApiClient:
         elif status == 404:
             fix = (f"check that {endpoint.setting} ends with the API prefix the server uses (usually /v1; "
                    f"TEI's /rerank has none) and that {prefix}_API_MODEL names a model it serves")
+        elif status == 413:
+            smaller = {"embedding": "EMBEDDING_BATCH_SIZE or CHUNK_SIZE",
+                       "reranker": "RERANK_TOP_N or RERANK_MAX_LENGTH"}.get(endpoint.role, "the request")
+            fix = ("the request is larger than the server takes: raise its limits (TEI: --max-client-batch-size, "
+                   f"--payload-limit) or lower {smaller}")
         else:
             fix = f"check that {prefix}_API_MODEL={endpoint.model} names a model the server serves"
         return ServerRefused(endpoint.role, f"{endpoint.describe()} answered HTTP {status} ({_detail(response)}); "
@@ -252,6 +257,7 @@ class RemoteEmbedder:
         self._lock = threading.Lock()
         self._tokens = ThreadTally()
         self._encoding = "base64"
+        self._most_per_request: int | None = None  # learnt from a 413: the server's batch limit
 
     def get_embedding_dimension(self) -> int:
         if self._dimension is None:
@@ -266,7 +272,8 @@ class RemoteEmbedder:
         items = [texts] if single else list(texts)
         if not items:
             return np.zeros((0, self._dimension or 0), dtype=np.float32)
-        batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
+        size = min(batch_size, self._most_per_request or batch_size)
+        batches = [items[start:start + size] for start in range(0, len(items), size)]
         answers = self._parallel.map(self._embed_batch, batches)
         vectors = np.vstack([vectors for vectors, _ in answers])
         if normalize_embeddings:
@@ -276,11 +283,15 @@ class RemoteEmbedder:
         return vectors[0] if single else vectors
 
     def _embed_batch(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        if self._most_per_request is not None and len(texts) > self._most_per_request:
+            return self._embed_in_parts(texts, self._most_per_request)
         encoding = self._encoding
         try:
             answer = self.client.post("/embeddings", {"model": self.endpoint.model, "input": texts,
                                                       "encoding_format": encoding})
         except ServerRefused as error:
+            if error.status == 413 and len(texts) > 1:
+                return self._embed_smaller(texts)
             if encoding != "base64" or error.status not in (400, 422):
                 raise
             self._encoding = "float"  # the server does not do base64
@@ -297,6 +308,22 @@ class RemoteEmbedder:
         usage = answer.get("usage") if isinstance(answer, dict) else None
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         return vectors, tokens if isinstance(tokens, int) else 0
+
+    def _embed_smaller(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """A 413 for a batch: the server takes fewer texts a request (TEI's --max-client-batch-size is
+        32 by default). Sent in halves, and at most that many a request from then on."""
+        with self._lock:
+            if self._most_per_request is None or self._most_per_request >= len(texts):
+                self._most_per_request = (len(texts) + 1) // 2
+                log.warning("%s refused %d texts in one request (HTTP 413): sending at most %d from now on "
+                            "(EMBEDDING_BATCH_SIZE=%d starts there)", self.endpoint.describe(), len(texts),
+                            self._most_per_request, self._most_per_request)
+            most = self._most_per_request
+        return self._embed_in_parts(texts, most)
+
+    def _embed_in_parts(self, texts: list[str], most: int) -> tuple[np.ndarray, int]:
+        parts = [self._embed_batch(texts[start:start + most]) for start in range(0, len(texts), most)]
+        return np.vstack([vectors for vectors, _ in parts]), sum(tokens for _, tokens in parts)
 
     def _check_dimension(self, dimension: int) -> None:
         with self._lock:

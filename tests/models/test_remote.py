@@ -145,6 +145,24 @@ def test_a_server_without_base64_is_asked_for_floats(make_app, standin: ModelSta
     assert standin.requests[-1][1]["encoding_format"] == "float"  # remembered
 
 
+def test_a_server_with_a_smaller_batch_limit_gets_smaller_batches(remote_app, standin: ModelStandIn) -> None:
+    standin.max_batch = 3  # TEI answers 413 above its --max-client-batch-size
+    app = remote_app(embedding_batch_size=8, ingest_group_chunks=16)
+    empty_database(app)
+    report = Service(app=app).ingest([SAMPLES], kb="limited")
+    assert report.vectors_written == report.chunks_written and report.awaiting_vectors == 0
+    sizes = [len(body["input"]) for body in embedding_requests(standin)]
+    refused = [index for index, size in enumerate(sizes) if size > 3]
+    assert refused and len(refused) <= 4, sizes  # learnt once (8 -> 4 -> 2), not again for every batch
+    assert max(sizes[refused[-1] + 1:]) <= 3, sizes
+    one = ModelStandIn(dimension=48, max_batch=0)  # not even one text: the refusal is the answer
+    try:
+        with pytest.raises(ModelUnavailableError, match="HTTP 413 .*--max-client-batch-size"):
+            remote_app(embedding_api_base=one.base).models.embedding().encode(["一", "二"])
+    finally:
+        one.close()
+
+
 def test_a_timeout_is_retried_then_named(remote_app, standin: ModelStandIn) -> None:
     standin.slow_seconds = 1.0
     app = remote_app(embedding_api_timeout_seconds=0.2, embedding_api_retries=1)

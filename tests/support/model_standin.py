@@ -39,13 +39,15 @@ def overlap_score(query: str, passage: str) -> float:
 
 class ModelStandIn:
     def __init__(self, dimension: int = 32, model: str = "standin-embed", slow_seconds: float = 3.0,
-                 delay_seconds: float = 0.0, instant: bool = False, refuse_base64: bool = False):
+                 delay_seconds: float = 0.0, instant: bool = False, refuse_base64: bool = False,
+                 max_batch: int | None = None):
         """``delay_seconds``: every answer takes that long (a busy GPU server); "slow" takes ``slow_seconds``.
         ``instant``: one precomputed vector for every text, so answering costs next to nothing (the
-        pipeline-ceiling benchmark). ``refuse_base64``: a 400 for base64, as a floats-only server."""
+        pipeline-ceiling benchmark). ``refuse_base64``: a 400 for base64, as a floats-only server.
+        ``max_batch``: TEI's 413 for more texts than that in one request (--max-client-batch-size)."""
         self.dimension, self.model = dimension, model
         self.slow_seconds, self.delay_seconds = slow_seconds, delay_seconds
-        self.instant, self.refuse_base64 = instant, refuse_base64
+        self.instant, self.refuse_base64, self.max_batch = instant, refuse_base64, max_batch
         # Instant answers: a text's vector is one of a few thousand made up front (distinct texts get
         # distinct vectors, as from a real model, so the vector index is built as for real data).
         self._ready = np.random.default_rng(0).standard_normal((POOL if instant else 0, dimension)).astype("<f4")
@@ -132,6 +134,9 @@ class ModelStandIn:
             as_base64 = body.get("encoding_format") == "base64"
             if as_base64 and self.refuse_base64:
                 return 400, {"error": {"message": "encoding_format must be float"}}
+            if self.max_batch is not None and len(texts) > self.max_batch:  # TEI's words and shape
+                return 413, {"error": f"batch size {len(texts)} > maximum allowed batch size {self.max_batch}",
+                             "error_type": "Validation"}
             if self.instant and not wrong_dimension:
                 picks = [zlib.crc32(text.encode("utf-8")) % POOL for text in texts]
                 vectors = [self._ready_base64[pick] if as_base64 else json.dumps(self._ready[pick].tolist())
