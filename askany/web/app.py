@@ -53,7 +53,7 @@ def build_app(service: Service) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=3):
                         chatbot = gr.Chatbot(label=t["chat"], elem_id="askany-chat", height=520,
-                                             latex_delimiters=[], sanitize_html=True, buttons=["copy"],
+                                             latex_delimiters=[], sanitize_html=True, render_markdown=False,
                                              feedback_options=None, allow_tags=False)
                         with gr.Row():
                             question = gr.Textbox(label=t["question"], placeholder=t["placeholder"],

@@ -22,12 +22,12 @@ from askany.core.errors import AskAnyError
 from askany.core.text import split_tags
 from askany.service import FileResult, QAResult, Service, history_for_model, retrieval_query
 from askany.web.i18n import availability_notices, strings
+from askany.web.markup import plain_html
 from askany.web.render import (
     SOURCE_TURNS_SHOWN,
     PageTurn,
     answer_markdown,
     answer_message,
-    escape_markdown,
     final_answer_markdown,
     notice_html,
     render_banner,
@@ -95,7 +95,7 @@ class WebUI:
         history = history_for_model(conversation.turns)
         shown = [*conversation.messages, user_message(question)]
         panel = sources_panel(conversation.turns, self.language)
-        yield [*shown, answer_message(escape_markdown(self.t["answer_pending"]))], panel, "", conversation
+        yield [*shown, answer_message(plain_html(self.t["answer_pending"]))], panel, "", conversation
 
         options = {"query_type": (query_type or "AUTO").upper(), "kbs": _as_list(kbs) or None,
                    "tags": split_tags(tags) or None, "top_k": int(top_k) if top_k else None,
@@ -148,7 +148,7 @@ class WebUI:
         messages = list(shown)
         if parts["thinking"]:
             messages.append(thinking_message(parts["thinking"], self.language, done=bool(parts["answer"])))
-        text = answer_markdown(parts["answer"], turn, ()) if parts["answer"] else "…"
+        text = answer_markdown(parts["answer"], turn, (), self.language) if parts["answer"] else "…"
         messages.append(answer_message(text))
         return messages
 

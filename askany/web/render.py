@@ -1,9 +1,10 @@
-"""Pure rendering: the service's results as the page's HTML and chat Markdown. No Gradio, no I/O.
+"""Pure rendering: the service's results as the page's HTML. No Gradio, no I/O.
 
-Every piece of document text, file name, answer or notice goes through `html.escape` (and,
-inside the chat, Markdown escaping) before it reaches the page; the only markup is produced
-here, so a document holding ``<script>`` or ``onerror=`` shows as text and never runs, and
-escaped Markdown cannot embed a remote image.
+Every piece of document text, file name or notice goes through `html.escape` before it reaches
+the page, and answers are Markdown rendered to sanitized HTML (markup.py); the only markup is
+produced here, so a document or an answer holding ``<script>``, ``onerror=`` or a remote image
+shows as text and never runs or loads. The chat shows these messages as HTML (its own Markdown
+rendering is off), with the page's sanitizer behind ours.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from askany.core.text import CITATION
 from askany.service import QAResult, Source, Turn
 from askany.service.status import remote_summary
 from askany.web.i18n import answer_notices, strings
+from askany.web.markup import markdown_html, plain_html, source_anchor
 
 STAGE_ORDER = ("embed", "keyword", "vector", "rerank", "load", "first_token", "generate", "extract", "total")
 SCORE_STAGES = ("keyword", "vector", "fused", "rerank")
@@ -37,30 +38,15 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>$])")
 
 
 def escape_markdown(text: str) -> str:
-    """HTML-escaped, Markdown-inert text: tags show as text, ``![x](url)`` cannot fetch an image."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=True))
+    """Markdown-inert text for the page's own gr.Markdown labels: tags show as text, ``![x](url)``
+    cannot fetch an image; quotes are left alone (an escaped ``&#x27;`` would show its ``#`` escaped)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
-def source_anchor(turn: int, number: int) -> str:
-    return f"askany-t{turn}-s{number}"
-
-
-def answer_markdown(text: str, turn: int, known: Iterable[int]) -> str:
-    """An answer for the chat: escaped, with each citation [n] of a known source linked to its card."""
-    known = set(known)
-    parts: list[str] = []
-    position = 0
-    for match in CITATION.finditer(text):
-        parts.append(escape_markdown(text[position:match.start()]))
-        numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
-        if numbers and all(n in known for n in numbers):
-            parts.append("".join(f'<a href="#{source_anchor(turn, n)}" class="askany-cite">[{n}]</a>'
-                                 for n in numbers))
-        else:
-            parts.append(escape_markdown(match.group(0)))
-        position = match.end()
-    parts.append(escape_markdown(text[position:]))
-    return "".join(parts)
+def answer_markdown(text: str, turn: int, known: Iterable[int], language: str = "zh") -> str:
+    """An answer for the chat: Markdown as sanitized HTML, each citation [n] of a known source linked
+    to its card (citations inside code stay code)."""
+    return markdown_html(text, turn=turn, known=known, copy_label=strings(language)["copy"])
 
 
 def highlight(text: str, terms: Iterable[str]) -> str:
@@ -157,14 +143,14 @@ def final_answer_markdown(result: QAResult, turn: int, language: str = "zh") -> 
     """The finished answer message: escaped text with linked citations, kind, notices and stage times."""
     t = strings(language)
     numbers = [s.number for s in result.sources]
-    parts = [answer_markdown(result.answer.text, turn, numbers)]
+    parts = [answer_markdown(result.answer.text, turn, numbers, language)]
     kind_label = {"extracted": t["kind_extracted"], "faq": t["kind_faq"]}.get(result.answer.kind)
     if kind_label:
         parts.append(f'<span class="askany-kind">{html.escape(kind_label)}</span>')
     parts += [notice_html(notice) for notice in answer_notices(result, language)]
     parts.append(f'<div class="askany-timings">{html.escape(t["timings"] + render_timings(result.timings, language))}'
                  "</div>")
-    return "\n\n".join(parts)
+    return "\n".join(parts)
 
 
 def notice_html(text: str) -> str:
@@ -229,7 +215,7 @@ def render_status(status: dict[str, Any], loaded: dict[str, bool], language: str
 
 
 def user_message(question: str) -> dict[str, Any]:
-    return {"role": "user", "content": escape_markdown(question)}
+    return {"role": "user", "content": plain_html(question)}
 
 
 def thinking_message(text: str, language: str, done: bool, seconds: float | None = None) -> dict[str, Any]:
@@ -240,7 +226,7 @@ def thinking_message(text: str, language: str, done: bool, seconds: float | None
         metadata["log"] = t["thinking_live"]
     elif seconds is not None:
         metadata["duration"] = round(seconds, 2)
-    return {"role": "assistant", "content": escape_markdown(text), "metadata": metadata}
+    return {"role": "assistant", "content": plain_html(text), "metadata": metadata}
 
 
 def answer_message(content: str) -> dict[str, Any]:

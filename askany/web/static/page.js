@@ -13,4 +13,37 @@ document.addEventListener("click", function (event) {
   card.classList.add("askany-flash");
   setTimeout(function () { card.classList.remove("askany-flash"); }, 1500);
 }, true);
-</script>"""
+
+// Copy buttons: a code block's copies its code; an answer's copies the answer's text.
+function askanyCopy(text, button) {
+  function done() {
+    button.classList.add("askany-copied");
+    setTimeout(function () { button.classList.remove("askany-copied"); }, 1500);
+  }
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(text).then(done, function () { askanyCopyFallback(text); done(); });
+  } else {
+    askanyCopyFallback(text);
+    done();
+  }
+}
+function askanyCopyFallback(text) {
+  var area = document.createElement("textarea");
+  area.value = text;
+  area.style.position = "fixed";
+  area.style.left = "-9999px";
+  document.body.appendChild(area);
+  area.select();
+  try { document.execCommand("copy"); } catch (error) { /* nothing more to try */ }
+  area.remove();
+}
+document.addEventListener("click", function (event) {
+  var button = event.target.closest && event.target.closest("button.askany-copy");
+  if (!button) return;
+  event.preventDefault();
+  event.stopPropagation();
+  var code = button.closest(".askany-code");
+  var source = code ? code.querySelector("pre") : button.closest(".message, .message-content, [data-testid]");
+  if (!code && source) source = source.querySelector(".askany-md") || source;
+  if (source) askanyCopy(source.innerText, button);
+}, true);
