@@ -26,8 +26,10 @@ from askany.retrieval.evaluation import evaluate as run_evaluation
 from askany.retrieval.rerank import rerank_scores
 from askany.retrieval.retriever import Mode, RetrievalResult
 from askany.service.encoders import Embeddings, embed, embedding_dimension_of
+from askany.service.feedback import FeedbackError, checked_comment, rating_value, stored_text, write_eval_set
 from askany.service.qa import QA, QAResult
 from askany.service.uploads import UploadError, remove_uploaded_copy, store_upload
+from askany.storage.feedback import FeedbackStore
 from askany.storage.store import SearchFilter
 
 log = logging.getLogger(__name__)
@@ -185,6 +187,35 @@ class Service:
             except OSError as error:
                 log.warning("Could not remove the uploaded copy %s: %s", source, error)
         return result
+
+    # ------------------------------------------------------------ feedback
+    def record_feedback(self, rating: object, question: str, answer: str, sources: list[dict[str, Any]],
+                        options: dict[str, Any] | None = None, comment: str | None = None) -> int:
+        """Store 👍/👎 on an answer with its question, sources and the settings used; returns its id.
+
+        Raises FeedbackError (one sentence) for a bad rating or a comment that is too long or not text.
+        """
+        value, text = rating_value(rating), checked_comment(comment)
+        used = {**(options or {}), "llm_backend": self.settings.llm_backend, "llm_model": self.settings.llm_model,
+                "embedding_model": self.settings.embedding_model_name,
+                "reranker_model": self.settings.reranker_model_name}
+        return self.feedback.add(value, stored_text(question), stored_text(answer), sources, used, text)
+
+    def update_feedback(self, feedback_id: int, rating: object | None = None, comment: str | None = None) -> None:
+        """Change the rating and/or the comment of stored feedback."""
+        value = rating_value(rating) if rating is not None else None
+        text = checked_comment(comment) if comment is not None else None
+        if not self.feedback.update(feedback_id, value, text):
+            raise FeedbackError(f"There is no feedback {feedback_id}; rate the answer again")
+
+    def export_feedback(self, path: Path, rating: object | None = None) -> tuple[int, int]:
+        """Feedback (all, or one rating) as a queries.jsonl evaluation set; (written, left out: no source)."""
+        records = self.feedback.list(rating_value(rating) if rating is not None else None)
+        return write_eval_set(records, path)
+
+    @property
+    def feedback(self) -> FeedbackStore:
+        return FeedbackStore(self.app.db)
 
     # ------------------------------------------------------------ status and maintenance
     def status(self, db_probe: bool = True) -> dict[str, Any]:

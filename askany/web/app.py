@@ -46,6 +46,8 @@ def build_app(service: Service) -> gr.Blocks:
     t, settings = ui.t, service.settings
     with gr.Blocks(title=t["title"], analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         conversation = gr.State(Conversation())
+        # The conversation again, in the browser's localStorage (encrypted by Gradio), for reloads.
+        saved = gr.BrowserState(None, storage_key="askany-conversation")
         gr.Markdown(f"## {escape_markdown(t['title'])}\n{escape_markdown(t['subtitle'])}")
         banner = gr.HTML("", elem_id="askany-banner", js_on_load=None)
         with gr.Tabs():
@@ -54,12 +56,21 @@ def build_app(service: Service) -> gr.Blocks:
                     with gr.Column(scale=3):
                         chatbot = gr.Chatbot(label=t["chat"], elem_id="askany-chat", height=520,
                                              latex_delimiters=[], sanitize_html=True, render_markdown=False,
-                                             feedback_options=None, allow_tags=False)
+                                             feedback_options=("Like", "Dislike"), allow_tags=False)
+                        feedback_note = gr.Markdown("", elem_id="askany-feedback-note")
+                        with gr.Row(visible=False, elem_id="askany-feedback") as feedback_box:
+                            feedback_text = gr.Textbox(label=t["feedback_comment"], lines=2, max_lines=6, scale=4,
+                                                       max_length=2000, elem_id="askany-feedback-text")
+                            feedback_send = gr.Button(t["feedback_send"], scale=1, elem_id="askany-feedback-send")
                         with gr.Row():
                             question = gr.Textbox(label=t["question"], placeholder=t["placeholder"],
                                                   elem_id="askany-question", scale=5, lines=1, max_lines=4,
                                                   show_label=False, autofocus=True)
                             send = gr.Button(t["send"], variant="primary", scale=1, elem_id="askany-send")
+                        with gr.Row():
+                            stop = gr.Button(t["stop"], variant="stop", size="sm", elem_id="askany-stop")
+                            regenerate = gr.Button(t["regenerate"], size="sm", elem_id="askany-regenerate")
+                            clear = gr.Button(t["new_chat"], variant="secondary", size="sm", elem_id="askany-new")
                         with gr.Row():
                             query_type = gr.Radio(
                                 [(t["qt_auto"], "AUTO"), (t["qt_faq"], "FAQ"), (t["qt_docs"], "DOCS")],
@@ -72,7 +83,6 @@ def build_app(service: Service) -> gr.Blocks:
                             top_k = gr.Slider(1, 20, value=settings.top_k, step=1, label=t["top_k"])
                             rerank = gr.Checkbox(value=settings.reranker_enabled, label=t["rerank"])
                             thinking = gr.Checkbox(value=settings.llm_enable_thinking, label=t["thinking"])
-                            clear = gr.Button(t["clear"], variant="secondary")
                     with gr.Column(scale=2):
                         gr.Markdown(f"**{escape_markdown(t['sources'])}**")
                         sources = gr.HTML(sources_panel([], ui.language), elem_id="askany-sources",
@@ -112,10 +122,22 @@ def build_app(service: Service) -> gr.Blocks:
 
         chat_inputs = [question, query_type, kbs, tags, top_k, rerank, thinking, conversation]
         chat_outputs = [chatbot, sources, question, conversation]
-        send.click(ui.respond, chat_inputs, chat_outputs, api_name="respond", concurrency_limit=2)
-        question.submit(ui.respond, chat_inputs, chat_outputs, api_name="respond_on_enter", api_visibility="private",
-                        concurrency_limit=2)
-        clear.click(ui.clear, None, chat_outputs, api_name="clear")
+        answers = [
+            send.click(ui.respond, chat_inputs, chat_outputs, api_name="respond", concurrency_limit=2),
+            question.submit(ui.respond, chat_inputs, chat_outputs, api_name="respond_on_enter",
+                            api_visibility="private", concurrency_limit=2),
+            regenerate.click(ui.regenerate, chat_inputs[1:], chat_outputs, api_name="regenerate",
+                             concurrency_limit=2),
+            clear.click(ui.clear, None, chat_outputs, api_name="clear"),
+        ]
+        for number, event in enumerate(answers):
+            event.then(ui.snapshot, [conversation], [saved], **private(f"save_conversation_{number}"))
+        chatbot.like(ui.rate, [conversation], [feedback_box, feedback_note, conversation], api_name="rate") \
+            .then(ui.snapshot, [conversation], [saved], **private("save_conversation_rated"))
+        feedback_send.click(ui.comment, [feedback_text, conversation], [feedback_text, feedback_box, feedback_note],
+                            api_name="comment")
+        # Not queued behind the answers: a stop has to arrive while one streams.
+        stop.click(ui.stop, None, None, api_name="stop", queue=False)
 
         lists = [kb_table, doc_table, doc_pick]
         upload_event = upload_button.click(ui.upload, [files, upload_kb, upload_tags],
@@ -130,6 +152,7 @@ def build_app(service: Service) -> gr.Blocks:
             .then(ui.load_page, None, refreshed_choices, **private("choices_after_delete"))
         refresh_status.click(ui.refresh_status, None, [status_html, banner], api_name="refresh_status")
 
+        blocks.load(ui.restore, [saved], [chatbot, sources, conversation], **private("restore_conversation"))
         blocks.load(ui.load_page, None, refreshed_choices, api_name="load_page") \
             .then(ui.list_documents, [docs_kb], lists, **private("documents_on_load")) \
             .then(ui.refresh_status, None, [status_html, banner], **private("status_on_load"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,11 @@ class PageTurn(Turn):
     (collapsed) for a few turns; the conversation rules themselves only need the `Turn` part."""
 
     sources_html: str = ""
+    message_start: int = 0  # index of its question in the chat's messages
+    answer_index: int = -1  # index of its answer message (the one 👍/👎 rate)
+    sources: list[dict[str, Any]] = field(default_factory=list)  # what feedback records
+    options: dict[str, Any] = field(default_factory=dict)  # the settings it was asked with
+    feedback_id: int | None = None
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>$])")
@@ -151,6 +156,20 @@ def final_answer_markdown(result: QAResult, turn: int, language: str = "zh") -> 
     parts.append(f'<div class="askany-timings">{html.escape(t["timings"] + render_timings(result.timings, language))}'
                  "</div>")
     return "\n".join(parts)
+
+
+def stopped_answer_html(text: str, turn: int, language: str = "zh") -> str:
+    """An answer stopped before the model handed anything back: what was written, and a note."""
+    t = strings(language)
+    return "\n".join([answer_markdown(text, turn, (), language) if text else "",
+                      notice_html(t["notice_stopped"])])
+
+
+def source_record(source: Source, cited: bool) -> dict[str, Any]:
+    """What a conversation keeps of a source (for feedback, the source viewer): no passage text."""
+    return {"number": source.number, "source": source.source, "kb": source.kb, "title": source.title,
+            "heading_path": list(source.heading_path), "location": dict(source.location),
+            "chunk_id": source.chunk_id, "cited": cited, "is_faq": source.is_faq}
 
 
 def notice_html(text: str) -> str:

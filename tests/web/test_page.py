@@ -401,3 +401,32 @@ def test_local_tiny_llm_answers_through_the_page(make_app, serve_page, tmp_path,
     answer = message_text(chat[-1])
     assert "生成" in answer and "首字" in answer and "摘录自资料" not in answer
     assert "员工手册.md" in sources
+
+
+@pytest.mark.usefixtures("empty_db")
+def test_stop_keeps_what_was_written_and_regenerate_replaces_the_answer(make_app, serve_page, tmp_path) -> None:
+    from askany.ingestion.pipeline import Ingestor
+
+    app = make_app(llm_backend="transformers")
+    Ingestor(app).run([write(tmp_path / "docs", "员工手册.md", LEAVE_DOC)], kb="hr", progress=False)
+    generator = ScriptedGenerator(reply="员工每年有十五天年假[1]。" + "后面还有很多很多内容。" * 40, delay=0.4)
+    client = client_for(serve_page(app, scripted_qa(app, generator)))
+    job = client.submit("员工每年有几天年假？", "DOCS", ["hr"], [], 3, False, False, api_name="/respond")
+    deadline = time.monotonic() + 30
+    while "十五天" not in "".join(message_text(m) for m in (job.outputs() or [[[]]])[-1][0][-1:]):
+        assert time.monotonic() < deadline, "the answer never started streaming"
+        time.sleep(0.1)
+    stopped = time.monotonic()
+    client.predict(api_name="/stop")
+    chat, sources, _ = job.result(timeout=10)
+    assert time.monotonic() - stopped < 1.0  # ended at once, not after the remaining ~60 pieces
+    answer = message_text(chat[-1])
+    assert "十五天" in answer and "已停止生成" in answer
+    assert answer.count("后面还有很多很多内容") < 10
+    assert "员工手册.md" in sources  # the model handed its partial answer back, with its sources
+
+    generator.reply, generator.delay = "重新写的答案[1]。", 0.0
+    chat, sources, _ = client.predict("DOCS", ["hr"], [], 3, False, False, api_name="/regenerate")
+    assert [message_text(m) for m in chat if m["role"] == "user"] == ["员工每年有几天年假？"]
+    assert "重新写的答案" in message_text(chat[-1]) and "已停止" not in message_text(chat[-1])
+    assert len(generator.prompts) == 2 and len(generator.prompts[-1]) == 2  # asked afresh, no history of itself
