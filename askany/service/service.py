@@ -30,9 +30,43 @@ from askany.service.feedback import FeedbackError, checked_comment, rating_value
 from askany.service.qa import QA, QAResult
 from askany.service.uploads import UploadError, remove_uploaded_copy, store_upload
 from askany.storage.feedback import FeedbackStore
-from askany.storage.store import SearchFilter
+from askany.storage.store import SearchFilter, StoredChunk
 
 log = logging.getLogger(__name__)
+
+
+DOCUMENT_CHUNKS_SHOWN = 5000  # a whole document shown at once: its first this many chunks
+
+
+@dataclass
+class PassageContext:
+    """A chunk and chunks of its document around it (or all of them), in document order."""
+
+    chunk: StoredChunk
+    chunks: list[StoredChunk]
+    total: int  # chunks the document has
+    whole: bool
+
+    def pieces(self) -> list[tuple[StoredChunk, str]]:
+        """(chunk, its text without the start it shares with the chunk before it): the chunker's
+        overlap is shown once, so consecutive pieces read as the document's text."""
+        out: list[tuple[StoredChunk, str]] = []
+        previous: StoredChunk | None = None
+        for chunk in self.chunks:
+            text = chunk.text
+            if previous is not None and chunk.position == previous.position + 1:
+                text = text[shared_overlap(previous.text, text):]
+            out.append((chunk, text))
+            previous = chunk
+        return out
+
+
+def shared_overlap(before: str, after: str, longest: int = 2000) -> int:
+    """Length of the longest end of `before` that `after` starts with (the chunk overlap)."""
+    for size in range(min(len(before), len(after), longest), 0, -1):
+        if before.endswith(after[:size]):
+            return size
+    return 0
 
 
 @dataclass
@@ -187,6 +221,23 @@ class Service:
             except OSError as error:
                 log.warning("Could not remove the uploaded copy %s: %s", source, error)
         return result
+
+    # ------------------------------------------------------------ reading sources in their documents
+    def passage_context(self, chunk_id: int, radius: int = 2) -> PassageContext:
+        """A retrieved chunk among its neighbours in its document (`radius` chunks each side)."""
+        chunk, chunks, total = self.app.store.chunks_of_document(int(chunk_id), radius=max(0, int(radius)))
+        if chunk is None:
+            raise AskAnyError("That passage is no longer stored (its document was deleted or re-ingested); "
+                              "ask the question again")
+        return PassageContext(chunk, chunks, total, whole=False)
+
+    def document_text(self, chunk_id: int) -> PassageContext:
+        """The whole stored text of the document a chunk belongs to, chunk by chunk (overlaps removed)."""
+        chunk, chunks, total = self.app.store.chunks_of_document(int(chunk_id), limit=DOCUMENT_CHUNKS_SHOWN)
+        if chunk is None:
+            raise AskAnyError("That passage is no longer stored (its document was deleted or re-ingested); "
+                              "ask the question again")
+        return PassageContext(chunk, chunks, total, whole=True)
 
     # ------------------------------------------------------------ feedback
     def record_feedback(self, rating: object, question: str, answer: str, sources: list[dict[str, Any]],

@@ -7,6 +7,7 @@ from this process. Its CSS and its one script are package data in static/, put i
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 from importlib import resources
@@ -87,6 +88,15 @@ def build_app(service: Service) -> gr.Blocks:
                         gr.Markdown(f"**{escape_markdown(t['sources'])}**")
                         sources = gr.HTML(sources_panel([], ui.language), elem_id="askany-sources",
                                           js_on_load=None)
+                        with gr.Accordion(t["viewer"], open=False, elem_id="askany-viewer-box") as viewer_box:
+                            viewer = gr.HTML(f'<div class="askany-sources-empty">{html.escape(t["viewer_empty"])}'
+                                             "</div>", elem_id="askany-viewer", js_on_load=None)
+                            viewer_full = gr.Button(t["viewer_full"], size="sm", elem_id="askany-viewer-full")
+                        viewed = gr.State(None)
+                        # What page.js fills in when a citation or a card's button asks for a passage.
+                        with gr.Row(elem_classes=["askany-hidden"]):
+                            view_chunk = gr.Textbox(elem_id="askany-view-chunk", show_label=False, container=False)
+                            view_go = gr.Button("view", elem_id="askany-view-go")
             with gr.Tab(t["tab_docs"], id="docs"):
                 gr.Markdown(f"### {escape_markdown(t['upload_title'])}")
                 with gr.Row():
@@ -136,6 +146,9 @@ def build_app(service: Service) -> gr.Blocks:
             .then(ui.snapshot, [conversation], [saved], **private("save_conversation_rated"))
         feedback_send.click(ui.comment, [feedback_text, conversation], [feedback_text, feedback_box, feedback_note],
                             api_name="comment")
+        view_go.click(ui.view_source, [view_chunk], [viewer, viewed], api_name="view_source") \
+            .then(lambda: gr.update(open=True), None, [viewer_box], **private("open_viewer"))
+        viewer_full.click(ui.view_document, [viewed], [viewer, viewed], api_name="view_document")
         # Not queued behind the answers: a stop has to arrive while one streams.
         stop.click(ui.stop, None, None, api_name="stop", queue=False)
 

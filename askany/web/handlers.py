@@ -33,6 +33,7 @@ from askany.web.render import (
     render_banner,
     render_sources,
     render_status,
+    render_viewer,
     source_record,
     sources_panel,
     stopped_answer_html,
@@ -279,6 +280,26 @@ class WebUI:
     def snapshot(conversation: Conversation | None) -> dict[str, Any]:
         """What the browser keeps of a conversation (see `restore`)."""
         return (conversation if isinstance(conversation, Conversation) else Conversation()).to_dict()
+
+    # ------------------------------------------------------------ the source viewer
+    def view_source(self, chunk_id: str | float | None) -> tuple[str, int | None]:
+        """(viewer HTML, its chunk): a cited passage among its neighbours in its document."""
+        return self._viewer(chunk_id, whole=False)
+
+    def view_document(self, chunk_id: int | None) -> tuple[str, int | None]:
+        """(viewer HTML, its chunk): the whole text of the viewed passage's document."""
+        return self._viewer(chunk_id, whole=True)
+
+    def _viewer(self, chunk_id: Any, whole: bool) -> tuple[str, int | None]:
+        try:
+            number = int(str(chunk_id).strip())
+        except (TypeError, ValueError):
+            return notice_html(self.t["viewer_empty"]), None
+        try:
+            context = self.service.document_text(number) if whole else self.service.passage_context(number)
+        except AskAnyError as error:
+            return notice_html(str(error)), None
+        return render_viewer(context, self.language), number
 
     # ------------------------------------------------------------ feedback
     def rate(self, conversation: Conversation | None, data: gr.LikeData) -> tuple[Any, str, Conversation]:

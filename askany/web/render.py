@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from askany.service import QAResult, Source, Turn
+from askany.service.service import PassageContext
 from askany.service.status import remote_summary
 from askany.web.i18n import answer_notices, strings
 from askany.web.markup import markdown_html, plain_html, source_anchor
@@ -110,11 +111,14 @@ def render_source(source: Source, turn: int, cited: bool, terms: Sequence[str], 
     if source.low_confidence:
         badges.append(f'<span class="askany-badge askany-badge-low">{html.escape(t["low"])}</span>')
     classes = "askany-source askany-source-cited" if cited else "askany-source"
+    chunk = f' data-chunk="{int(source.chunk_id)}"' if source.chunk_id is not None else ""
+    opener = (f'<button type="button" class="askany-open">{html.escape(t["view_source"])}</button>'
+              if chunk else "")
     return (
-        f'<div class="{classes}" id="{source_anchor(turn, source.number)}">'
+        f'<div class="{classes}" id="{source_anchor(turn, source.number)}"{chunk}>'
         f'<div class="askany-source-head"><span class="askany-num">[{source.number}]</span> '
         f'<span class="askany-file" title="{html.escape(source.source)}">{html.escape(name)}</span> '
-        f'{"".join(badges)}</div>'
+        f'{"".join(badges)}{opener}</div>'
         + (f'<div class="askany-where">{html.escape(where)}</div>' if where else "")
         + f'<div class="askany-passage">{highlight(source.text, terms)}</div>'
         f'<div class="askany-scores">{html.escape(t["kb"])} {html.escape(source.kb)} | '
@@ -176,6 +180,32 @@ def notice_html(text: str) -> str:
     """A notice as one HTML block of the chat's Markdown: escaped, and on one line, because a blank
     line would end the block and let Markdown loose on the rest."""
     return f'<div class="askany-answer-notice">⚠ {html.escape(" ".join(text.split()))}</div>'
+
+
+def render_viewer(context: PassageContext, language: str = "zh") -> str:
+    """A passage in its document: the neighbouring chunks (or the whole text), the matched one marked,
+    with the document's name, the heading path and the page; every piece of text escaped."""
+    t = strings(language)
+    hit = context.chunk
+    where = " › ".join(h for h in hit.heading_path if h.strip())
+    location = " · ".join(t[f"location_{kind}"].format(n=hit.metadata[kind]) for kind in ("page", "slide")
+                          if kind in hit.metadata)
+    head = " · ".join(part for part in [where, location] if part)
+    if context.whole:
+        scope = t["viewer_whole"].format(shown=len(context.chunks), total=context.total)
+    else:
+        scope = t["viewer_context"].format(n=hit.position + 1, total=context.total)
+    body = []
+    for chunk, text in context.pieces():
+        classes = "askany-ctx askany-ctx-hit" if chunk.id == hit.id else "askany-ctx"
+        page = chunk.metadata.get("page")
+        title = f' title="{html.escape(t["location_page"].format(n=page))}"' if page is not None else ""
+        body.append(f'<span class="{classes}"{title}>{html.escape(text)}</span>')
+    return (f'<div class="askany-viewer" data-chunk="{int(hit.id)}">'
+            f'<div class="askany-viewer-head"><span class="askany-file">{html.escape(Path(hit.source).name)}</span>'
+            f' <span class="askany-where">{html.escape(head)}</span></div>'
+            f'<div class="askany-where">{html.escape(t["kb"])} {html.escape(hit.kb)} · {html.escape(scope)}</div>'
+            f'<div class="askany-viewer-text">{"".join(body)}</div></div>')
 
 
 def render_banner(notices: Sequence[str]) -> str:

@@ -5,6 +5,7 @@ script injection and path-escaping uploads.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -430,3 +431,23 @@ def test_stop_keeps_what_was_written_and_regenerate_replaces_the_answer(make_app
     assert [message_text(m) for m in chat if m["role"] == "user"] == ["员工每年有几天年假？"]
     assert "重新写的答案" in message_text(chat[-1]) and "已停止" not in message_text(chat[-1])
     assert len(generator.prompts) == 2 and len(generator.prompts[-1]) == 2  # asked afresh, no history of itself
+
+
+@pytest.mark.usefixtures("empty_db")
+def test_source_viewer_shows_the_passage_in_its_document(make_app, serve_page, tmp_path) -> None:
+    from askany.ingestion.pipeline import Ingestor
+
+    app = make_app(chunk_size=40, chunk_overlap=8)
+    text = "# 手册\n\n" + "".join(f"## 第{n}节\n\n第{n}节的内容说明，这一段讲规则{n}。<b>粗</b>\n\n" for n in range(1, 9))
+    Ingestor(app).run([write(tmp_path / "docs", "手册.md", text)], kb="kb", progress=False)
+    client = client_for(serve_page(app))
+    _, sources, _ = client.predict("规则5", "DOCS", [], [], 3, False, False, api_name="/respond")
+    chunk = re.search(r'data-chunk="(\d+)"', sources).group(1)
+    viewer = client.predict(chunk, api_name="/view_source")
+    hit = re.search(r'<span class="askany-ctx askany-ctx-hit"[^>]*>(.*?)</span>', viewer, re.S).group(1)
+    assert "规则" in hit and "手册.md" in viewer and "第 " in viewer
+    assert viewer.count('class="askany-ctx') <= 5 and "&lt;b&gt;" in viewer and "<b>" not in viewer
+    whole = client.predict(chunk, api_name="/view_document")
+    assert all(f"规则{n}" in whole for n in range(1, 9)) and "全文" in whole and "askany-ctx-hit" in whole
+    gone = client.predict("999999999", api_name="/view_source")
+    assert "no longer stored" in gone
