@@ -27,6 +27,7 @@ from askany.retrieval.rerank import rerank_scores
 from askany.retrieval.retriever import Mode, RetrievalResult
 from askany.service.encoders import Embeddings, embed, embedding_dimension_of
 from askany.service.feedback import FeedbackError, checked_comment, rating_value, stored_text, write_eval_set
+from askany.service.jobs import IngestJob, IngestJobs
 from askany.service.qa import QA, QAResult
 from askany.service.uploads import UploadError, remove_uploaded_copy, store_upload
 from askany.storage.feedback import FeedbackStore
@@ -85,6 +86,7 @@ class Service:
         self.app = app or (qa.app if qa is not None else AskAny(settings or get_settings()))
         self.settings = self.app.settings
         self._qa = qa
+        self.jobs = IngestJobs(self.ingest)  # background ingestion (uploads from the page)
 
     @property
     def qa(self) -> QA:
@@ -185,6 +187,16 @@ class Service:
             except UploadError as error:
                 refused.append(FileResult(path.name, "failed", reason=str(error)))
         return accepted, refused
+
+    def start_upload(self, files: list[Path], kb: str | None, tags: list[str] | None = None) -> IngestJob:
+        """Store uploads (as `store_uploads`) and ingest them in the background; returns the job at once."""
+        kb = self.kb_name(kb)
+        stored, refused = self.store_uploads(files, kb)
+        return self.jobs.start(stored, refused, kb, list(tags or []))
+
+    def ingest_job(self, job_id: str | None) -> IngestJob | None:
+        """A background ingestion job started by this process (None when unknown or long finished)."""
+        return self.jobs.get(job_id)
 
     def kb_name(self, kb: str | None) -> str:
         return (kb or "").strip() or self.settings.default_kb

@@ -108,6 +108,12 @@ def build_app(service: Service) -> gr.Blocks:
                         upload_tags = gr.Textbox(label=t["upload_tags"])
                         upload_button = gr.Button(t["upload_button"], variant="primary")
                 upload_status = gr.Markdown("")
+                upload_progress = gr.HTML("", elem_id="askany-upload-progress", js_on_load=None)
+                upload_job = gr.State(None)
+                upload_timer = gr.Timer(1.0, active=False)
+                # The one-request upload (streams its table until done) for API clients; the page's button
+                # starts a background job instead and polls it.
+                upload_sync = gr.Button(visible=False)
                 upload_table = gr.Dataframe(headers=[t["col_file"], t["col_status"], t["col_chunks"],
                                                      t["col_reason"]], value=[], interactive=False,
                                             label=t["upload_results"], wrap=True)
@@ -153,8 +159,15 @@ def build_app(service: Service) -> gr.Blocks:
         stop.click(ui.stop, None, None, api_name="stop", queue=False)
 
         lists = [kb_table, doc_table, doc_pick]
-        upload_event = upload_button.click(ui.upload, [files, upload_kb, upload_tags],
-                                           [upload_status, upload_table], api_name="upload")
+        upload_event = upload_sync.click(ui.upload, [files, upload_kb, upload_tags],
+                                         [upload_status, upload_table], api_name="upload")
+        upload_button.click(ui.start_upload, [files, upload_kb, upload_tags],
+                            [upload_progress, upload_table, upload_job, upload_timer], api_name="start_upload")
+        upload_timer.tick(ui.upload_progress, [upload_job], [upload_progress, upload_table, upload_timer],
+                          **private("upload_progress")) \
+            .then(ui.refresh_after_upload, [upload_job, docs_kb], [kb_table, doc_table, doc_pick, banner, kbs, tags,
+                                                                   upload_kb, docs_kb],
+                  **private("refresh_after_upload"))
         refreshed_choices = [banner, kbs, tags, upload_kb, docs_kb]
         upload_event.then(ui.list_documents, [docs_kb], lists, **private("documents_after_upload")) \
             .then(ui.load_page, None, refreshed_choices, **private("choices_after_upload"))

@@ -32,6 +32,8 @@ from askany.web.render import (
     notice_html,
     render_banner,
     render_sources,
+    escape_markdown,
+    render_progress,
     render_status,
     render_viewer,
     source_record,
@@ -434,6 +436,43 @@ class WebUI:
             progress((done, total), desc=message)
             yield message, rows
         worker.join()
+
+    def start_upload(self, files: Sequence[Any] | None, kb: str | None,
+                     tags: str | None) -> tuple[str, list[list[Any]], str | None, Any]:
+        """Store the uploads and ingest them in the background: (progress, table, job id, timer).
+        The page polls `upload_progress` with the job id while the chat stays usable."""
+        paths = [_file_path(f) for f in files or [] if _file_path(f)]
+        if not paths:
+            return escape_markdown(self.t["upload_none"]), [], None, gr.Timer(active=False)
+        kb = (kb or self.settings.default_kb).strip() or self.settings.default_kb
+        try:
+            job = self.service.start_upload([Path(path) for path in paths], kb, split_tags(tags))
+        except AskAnyError as error:
+            return notice_html(str(error)), [], None, gr.Timer(active=False)
+        progress, rows, _ = self.upload_progress(job.id)
+        return progress, rows, job.id, gr.Timer(active=True)
+
+    def upload_progress(self, job_id: str | None) -> tuple[str, list[list[Any]], Any]:
+        """(progress bar, per-file table, timer) of a background upload; the timer stops when it is done."""
+        job = self.service.ingest_job(job_id)
+        if job is None:
+            return gr.skip(), gr.skip(), gr.Timer(active=False)
+        results = job.snapshot()
+        rows = [self._row(name, result) for name, result in results]
+        if job.finished:
+            summary = self._summary(rows)
+            if job.error:
+                summary += " " + self.t["error"] + job.error
+            return render_progress(job.total, job.total, "", summary, self.language), rows, gr.Timer(active=False)
+        message = self.t["upload_progress"].format(done=len(results), total=job.total)
+        return render_progress(len(results), job.total, job.current(), message, self.language), rows, gr.skip()
+
+    def refresh_after_upload(self, job_id: str | None, kb: str | None) -> tuple[Any, ...]:
+        """The document lists and choices, once an upload has finished (each tick before that skips)."""
+        job = self.service.ingest_job(job_id)
+        if job is None or not job.finished:
+            return tuple(gr.skip() for _ in range(8))
+        return (*self.list_documents(kb), *self.load_page())
 
     def _row(self, name: str, result: FileResult) -> list[Any]:
         return [name, self.t.get(f"status_{result.status}", result.status), result.chunks, result.reason]

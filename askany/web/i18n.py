@@ -40,7 +40,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "earlier": "第 {n} 轮：{q}",
         "upload_title": "上传文档", "upload_files": "选择文件（可多选）", "upload_kb": "导入到知识库",
         "upload_tags": "标签（逗号分隔，可留空）", "upload_button": "上传并导入",
-        "upload_none": "请先选择要上传的文件。",
+        "upload_none": "请先选择要上传的文件。", "upload_current": "正在处理：{name}",
         "upload_progress": "正在导入：已完成 {done}/{total} 个文件…",
         "upload_done": "导入完成：新增 {new}，更新 {changed}，未变化 {unchanged}，失败 {failed}，跳过 {skipped}。",
         "upload_too_big": "文件大于上传限制 {mb:g} MB（设置 UPLOAD_MAX_MB）",
@@ -115,7 +115,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "earlier": "Turn {n}: {q}",
         "upload_title": "Upload documents", "upload_files": "Files (several allowed)",
         "upload_kb": "Knowledge base", "upload_tags": "Tags (comma-separated, optional)",
-        "upload_button": "Upload and ingest", "upload_none": "Choose files to upload first.",
+        "upload_button": "Upload and ingest", "upload_none": "Choose files to upload first.", "upload_current": "Working on: {name}",
         "upload_progress": "Ingesting: {done}/{total} files done…",
         "upload_done": "Done: {new} new, {changed} changed, {unchanged} unchanged, {failed} failed, "
                        "{skipped} skipped.",

@@ -208,6 +208,17 @@ def render_viewer(context: PassageContext, language: str = "zh") -> str:
             f'<div class="askany-viewer-text">{"".join(body)}</div></div>')
 
 
+def render_progress(done: int, total: int, current: str, message: str, language: str = "zh") -> str:
+    """A background upload's progress: a bar (files done of total), the file in work, a line of text."""
+    t = strings(language)
+    share = 100 * done / total if total else 100
+    working = (f'<div class="askany-where">{html.escape(t["upload_current"].format(name=current))}</div>'
+               if current else "")
+    return (f'<div class="askany-progress" role="progressbar" aria-valuemin="0" aria-valuemax="{total}" '
+            f'aria-valuenow="{done}"><div class="askany-progress-bar" style="width:{share:.1f}%"></div></div>'
+            f'<div class="askany-progress-text">{html.escape(message)}</div>{working}')
+
+
 def render_banner(notices: Sequence[str]) -> str:
     if not notices:
         return ""
