@@ -237,6 +237,19 @@ def _render_answer(data: dict[str, Any], already_streamed: bool) -> None:
     out.print("Time: " + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in data["timings"].items()))
 
 
+# ------------------------------------------------------------------ --export-feedback
+def export_feedback(args: argparse.Namespace) -> int:
+    written, left_out = _service().export_feedback(args.export_feedback, args.rating)
+    data = {"file": str(args.export_feedback), "questions": written, "left_out_without_source": left_out,
+            "rating": args.rating or "all"}
+    emit(data, args.json, lambda d: out.print(
+        f"Wrote {d['questions']} questions ({d['rating']} feedback) to {d['file']}"
+        + (f"; {d['left_out_without_source']} answers without a source document were left out"
+           if d["left_out_without_source"] else "") + ". Check the doc_id of 👎 questions before using them "
+        "as ground truth; then: python -m askany.main --eval " + d["file"], markup=False))
+    return 0
+
+
 # ------------------------------------------------------------------ --eval
 def evaluate(args: argparse.Namespace) -> int:
     from askany.service import read_queries, scores_as_dict

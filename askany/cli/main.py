@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let Qwen3 think before answering (default: LLM_ENABLE_THINKING)")
     query.add_argument("--eval", type=Path, metavar="QUERIES.jsonl", help="evaluate retrieval on a question set")
     query.add_argument("--docs", type=Path, metavar="DIR", help="with --eval: ingest DIR into its own knowledge base")
+    query.add_argument("--export-feedback", type=Path, metavar="FILE.jsonl",
+                       help="write the page's 👍/👎 feedback as a question set in the --eval format")
+    query.add_argument("--rating", choices=["up", "down"], help="with --export-feedback: only 👍 or only 👎")
 
     serving = parser.add_argument_group("serving")
     serving.add_argument("--ui", action="store_true", help="serve the chat page alone (UI_HOST:UI_PORT)")
@@ -103,7 +106,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("check",), "commands", "check"), (("ingest",), "commands", "ingest"), (("reembed",), "commands", "reembed"),
     (("delete_doc",), "commands", "delete_doc"), (("create_index",), "commands", "create_index"),
     (("check_db",), "commands", "check_db"), (("query", "query_text"), "commands", "query"),
-    (("eval",), "commands", "evaluate"), (("download_models",), "model_commands", "download"),
+    (("export_feedback",), "commands", "export_feedback"), (("eval",), "commands", "evaluate"), (("download_models",), "model_commands", "download"),
     (("import_hf_cache",), "model_commands", "import_cache"), (("import_models",), "model_commands", "import_bundle"),
     (("export_models",), "model_commands", "export"), (("verify_models",), "model_commands", "verify"),
 ]

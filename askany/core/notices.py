@@ -21,6 +21,7 @@ CATALOG: dict[str, str] = {
     "llm_unavailable": "{reason}",
     "llm_off": "LLM_BACKEND=none: the answer is extracted from the passages, no LLM was used",
     "answer_cut": "The answer was cut short: {reason}",
+    "stopped": "Stopped on request: the answer is what was written until then",
     "no_answer_within_tokens": "The model wrote no answer within LLM_MAX_NEW_TOKENS={max_new_tokens}{hint}",
     "context_no_room": ("The context window ({window} tokens) leaves no room for passages after "
                         "LLM_MAX_NEW_TOKENS={max_new_tokens}; raise LLM_CONTEXT_WINDOW or lower LLM_MAX_NEW_TOKENS"),

@@ -67,10 +67,13 @@ class Answerer:
 
     def answer_stream(self, question: str, passages: Sequence[Passage], enable_thinking: bool | None = None,
                       history: Sequence[Message] | None = None,
-                      options: GenerationOptions | None = None) -> Iterator[StreamEvent]:
+                      options: GenerationOptions | None = None,
+                      stop: threading.Event | None = None) -> Iterator[StreamEvent]:
         """Yield ("thinking"|"answer", piece) as the model writes, then ("done", Answer).
 
         `options` (max_tokens, temperature, top_p, stop) override the settings for this answer.
+        When `stop` is set (a stop button), generation ends after the piece being written and the
+        answer is what was written so far, with a "stopped" notice.
         """
         passages = list(passages)
         if not passages:
@@ -96,11 +99,12 @@ class Answerer:
                                          self._too_small_notice(generator, budget, max_tokens))
             return
         messages = build_messages(question, fitted, history)
-        yield from self._generate(generator, messages, thinking, fitted, question, load_seconds, options)
+        yield from self._generate(generator, messages, thinking, fitted, question, load_seconds, options, stop)
 
     def _generate(self, generator: Generator, messages: list[Message], thinking: bool,
                   passages: list[Passage], question: str, load_seconds: float,
-                  options: GenerationOptions | None = None) -> Iterator[StreamEvent]:
+                  options: GenerationOptions | None = None,
+                  stop: threading.Event | None = None) -> Iterator[StreamEvent]:
         """Stream from the generator through the thinking splitter, timing the first piece and the whole."""
         splitter = ThinkingSplitter()
         parts: dict[str, list[str]] = {"thinking": [], "answer": []}
@@ -113,6 +117,12 @@ class Answerer:
                   else generator.stream(messages, thinking, options))
         try:
             for piece in pieces:
+                if stop is not None and stop.is_set():
+                    notice = Notice("stopped")
+                    close = getattr(pieces, "close", None)
+                    if close is not None:
+                        close()  # the transformers backend stops after the current token
+                    break
                 received = True
                 for kind, text in splitter.feed(piece):
                     if first_token is None:

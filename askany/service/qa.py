@@ -7,6 +7,7 @@ answer, with the weaker FAQ hits passed along marked as lower confidence.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class Source:
     low_confidence: bool
     stages: dict[str, dict[str, float]]
     location: dict[str, int] = field(default_factory=dict)  # {"page": 3} (PDFs, scans) or {"slide": 2}
+    chunk_id: int | None = None  # the stored chunk, for reading it in its document (Service.passage_context)
 
 
 @dataclass
@@ -68,7 +70,8 @@ def _source(number: int, hit: Hit, low_confidence: bool = False) -> Source:
                   text=chunk.text, kb=chunk.kb, is_faq=chunk.is_faq, low_confidence=low_confidence,
                   stages={name: {"rank": stage.rank, "score": round(stage.score, 6)}
                           for name, stage in hit.stages.items()},
-                  location={key: chunk.metadata[key] for key in LOCATION_KEYS if key in chunk.metadata})
+                  location={key: chunk.metadata[key] for key in LOCATION_KEYS if key in chunk.metadata},
+                  chunk_id=chunk.id)
 
 
 def _passage(source: Source) -> Passage:
@@ -111,10 +114,12 @@ class QA:
                    top_k: int | None = None, rerank: bool = True, kbs: list[str] | None = None,
                    tags: list[str] | None = None, thinking: bool | None = None,
                    history: list[dict[str, str]] | None = None,
-                   generation: GenerationOptions | None = None) -> Iterator[tuple[str, Any]]:
+                   generation: GenerationOptions | None = None,
+                   stop: threading.Event | None = None) -> Iterator[tuple[str, Any]]:
         """Yields ("thinking"|"answer", text piece) while the answer streams, then ("done", QAResult).
 
         `generation` (max_tokens, temperature, top_p, stop) overrides the LLM settings for this answer.
+        Setting `stop` ends generation after the current piece; the result keeps what was written.
         """
         started = time.perf_counter()
         query_type = (query_type or "AUTO").upper()
@@ -154,7 +159,7 @@ class QA:
         answer = None
         for kind, piece in self.answerer.answer_stream(text, [_passage(s) for s in sources],
                                                        enable_thinking=thinking, history=history,
-                                                       options=generation):
+                                                       options=generation, stop=stop):
             if kind == "done":
                 answer = piece
             else:

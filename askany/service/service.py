@@ -26,11 +26,48 @@ from askany.retrieval.evaluation import evaluate as run_evaluation
 from askany.retrieval.rerank import rerank_scores
 from askany.retrieval.retriever import Mode, RetrievalResult
 from askany.service.encoders import Embeddings, embed, embedding_dimension_of
+from askany.service.feedback import FeedbackError, checked_comment, rating_value, stored_text, write_eval_set
+from askany.service.jobs import IngestJob, IngestJobs
 from askany.service.qa import QA, QAResult
 from askany.service.uploads import UploadError, remove_uploaded_copy, store_upload
-from askany.storage.store import SearchFilter
+from askany.storage.feedback import FeedbackStore
+from askany.storage.store import SearchFilter, StoredChunk
 
 log = logging.getLogger(__name__)
+
+
+DOCUMENT_CHUNKS_SHOWN = 5000  # a whole document shown at once: its first this many chunks
+
+
+@dataclass
+class PassageContext:
+    """A chunk and chunks of its document around it (or all of them), in document order."""
+
+    chunk: StoredChunk
+    chunks: list[StoredChunk]
+    total: int  # chunks the document has
+    whole: bool
+
+    def pieces(self) -> list[tuple[StoredChunk, str]]:
+        """(chunk, its text without the start it shares with the chunk before it): the chunker's
+        overlap is shown once, so consecutive pieces read as the document's text."""
+        out: list[tuple[StoredChunk, str]] = []
+        previous: StoredChunk | None = None
+        for chunk in self.chunks:
+            text = chunk.text
+            if previous is not None and chunk.position == previous.position + 1:
+                text = text[shared_overlap(previous.text, text):]
+            out.append((chunk, text))
+            previous = chunk
+        return out
+
+
+def shared_overlap(before: str, after: str, longest: int = 2000) -> int:
+    """Length of the longest end of `before` that `after` starts with (the chunk overlap)."""
+    for size in range(min(len(before), len(after), longest), 0, -1):
+        if before.endswith(after[:size]):
+            return size
+    return 0
 
 
 @dataclass
@@ -49,6 +86,7 @@ class Service:
         self.app = app or (qa.app if qa is not None else AskAny(settings or get_settings()))
         self.settings = self.app.settings
         self._qa = qa
+        self.jobs = IngestJobs(self.ingest)  # background ingestion (uploads from the page)
 
     @property
     def qa(self) -> QA:
@@ -150,6 +188,16 @@ class Service:
                 refused.append(FileResult(path.name, "failed", reason=str(error)))
         return accepted, refused
 
+    def start_upload(self, files: list[Path], kb: str | None, tags: list[str] | None = None) -> IngestJob:
+        """Store uploads (as `store_uploads`) and ingest them in the background; returns the job at once."""
+        kb = self.kb_name(kb)
+        stored, refused = self.store_uploads(files, kb)
+        return self.jobs.start(stored, refused, kb, list(tags or []))
+
+    def ingest_job(self, job_id: str | None) -> IngestJob | None:
+        """A background ingestion job started by this process (None when unknown or long finished)."""
+        return self.jobs.get(job_id)
+
     def kb_name(self, kb: str | None) -> str:
         return (kb or "").strip() or self.settings.default_kb
 
@@ -185,6 +233,52 @@ class Service:
             except OSError as error:
                 log.warning("Could not remove the uploaded copy %s: %s", source, error)
         return result
+
+    # ------------------------------------------------------------ reading sources in their documents
+    def passage_context(self, chunk_id: int, radius: int = 2) -> PassageContext:
+        """A retrieved chunk among its neighbours in its document (`radius` chunks each side)."""
+        chunk, chunks, total = self.app.store.chunks_of_document(int(chunk_id), radius=max(0, int(radius)))
+        if chunk is None:
+            raise AskAnyError("That passage is no longer stored (its document was deleted or re-ingested); "
+                              "ask the question again")
+        return PassageContext(chunk, chunks, total, whole=False)
+
+    def document_text(self, chunk_id: int) -> PassageContext:
+        """The whole stored text of the document a chunk belongs to, chunk by chunk (overlaps removed)."""
+        chunk, chunks, total = self.app.store.chunks_of_document(int(chunk_id), limit=DOCUMENT_CHUNKS_SHOWN)
+        if chunk is None:
+            raise AskAnyError("That passage is no longer stored (its document was deleted or re-ingested); "
+                              "ask the question again")
+        return PassageContext(chunk, chunks, total, whole=True)
+
+    # ------------------------------------------------------------ feedback
+    def record_feedback(self, rating: object, question: str, answer: str, sources: list[dict[str, Any]],
+                        options: dict[str, Any] | None = None, comment: str | None = None) -> int:
+        """Store 👍/👎 on an answer with its question, sources and the settings used; returns its id.
+
+        Raises FeedbackError (one sentence) for a bad rating or a comment that is too long or not text.
+        """
+        value, text = rating_value(rating), checked_comment(comment)
+        used = {**(options or {}), "llm_backend": self.settings.llm_backend, "llm_model": self.settings.llm_model,
+                "embedding_model": self.settings.embedding_model_name,
+                "reranker_model": self.settings.reranker_model_name}
+        return self.feedback.add(value, stored_text(question), stored_text(answer), sources, used, text)
+
+    def update_feedback(self, feedback_id: int, rating: object | None = None, comment: str | None = None) -> None:
+        """Change the rating and/or the comment of stored feedback."""
+        value = rating_value(rating) if rating is not None else None
+        text = checked_comment(comment) if comment is not None else None
+        if not self.feedback.update(feedback_id, value, text):
+            raise FeedbackError(f"There is no feedback {feedback_id}; rate the answer again")
+
+    def export_feedback(self, path: Path, rating: object | None = None) -> tuple[int, int]:
+        """Feedback (all, or one rating) as a queries.jsonl evaluation set; (written, left out: no source)."""
+        records = self.feedback.list(rating_value(rating) if rating is not None else None)
+        return write_eval_set(records, path)
+
+    @property
+    def feedback(self) -> FeedbackStore:
+        return FeedbackStore(self.app.db)
 
     # ------------------------------------------------------------ status and maintenance
     def status(self, db_probe: bool = True) -> dict[str, Any]:

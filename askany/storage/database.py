@@ -24,7 +24,7 @@ from askany.storage import embedded as embedded_server
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry migrates the schema from version (index) to version (index + 1).
 MIGRATIONS: list[str] = [
@@ -114,6 +114,21 @@ MIGRATIONS: list[str] = [
         FOR EACH STATEMENT EXECUTE FUNCTION keyword_tombstones();
     INSERT INTO askany_meta SELECT 'keyword_index_rebuild', 'the database was upgraded to the segmented keyword index'
         WHERE EXISTS (SELECT 1 FROM chunks);
+    """,
+    # 3: 👍/👎 on answers (askany/storage/feedback.py), with what produced them.
+    """
+    CREATE TABLE IF NOT EXISTS feedback (
+        id          bigserial PRIMARY KEY,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        updated_at  timestamptz NOT NULL DEFAULT now(),
+        rating      smallint NOT NULL CHECK (rating IN (-1, 1)),
+        comment     text NOT NULL DEFAULT '',
+        question    text NOT NULL,
+        answer      text NOT NULL,
+        sources     jsonb NOT NULL DEFAULT '[]',
+        settings    jsonb NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX IF NOT EXISTS feedback_rating ON feedback (rating, id);
     """,
 ]
 

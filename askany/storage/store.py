@@ -476,3 +476,23 @@ class ChunkStore:
         with self.db.connection() as conn:
             ids = [row[0] for row in conn.execute("SELECT id FROM chunks WHERE node_id = ANY(%s)", (node_ids,))]
         return list(self.fetch_chunks(ids).values())
+
+    def chunks_of_document(self, chunk_id: int, radius: int | None = None,
+                           limit: int = 5000) -> tuple[StoredChunk | None, list[StoredChunk], int]:
+        """(the chunk, the chunks of its document in order, how many the document has): all of them,
+        or the `radius` before and after it; at most `limit`. (None, [], 0) for an unknown chunk."""
+        with self.db.connection() as conn:
+            row = conn.execute("SELECT document_id, position FROM chunks WHERE id = %s", (chunk_id,)).fetchone()
+            if row is None:
+                return None, [], 0
+            document, position = row
+            total = conn.execute("SELECT count(*) FROM chunks WHERE document_id = %s", (document,)).fetchone()[0]
+            low, high = (position - radius, position + radius) if radius is not None else (None, None)
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM chunks WHERE document_id = %(d)s AND (%(low)s::int IS NULL OR position "
+                "BETWEEN %(low)s AND %(high)s) ORDER BY position LIMIT %(limit)s",
+                {"d": document, "low": low, "high": high, "limit": limit})]
+        found = self.fetch_chunks(ids)
+        chunks = [found[i] for i in ids if i in found]
+        return next((c for c in chunks if c.id == chunk_id), None) or self.fetch_chunks([chunk_id]).get(chunk_id), \
+            chunks, total

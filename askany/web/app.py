@@ -7,6 +7,7 @@ from this process. Its CSS and its one script are package data in static/, put i
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 from importlib import resources
@@ -46,6 +47,8 @@ def build_app(service: Service) -> gr.Blocks:
     t, settings = ui.t, service.settings
     with gr.Blocks(title=t["title"], analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         conversation = gr.State(Conversation())
+        # The conversation again, in the browser's localStorage (encrypted by Gradio), for reloads.
+        saved = gr.BrowserState(None, storage_key="askany-conversation")
         gr.Markdown(f"## {escape_markdown(t['title'])}\n{escape_markdown(t['subtitle'])}")
         banner = gr.HTML("", elem_id="askany-banner", js_on_load=None)
         with gr.Tabs():
@@ -53,13 +56,22 @@ def build_app(service: Service) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=3):
                         chatbot = gr.Chatbot(label=t["chat"], elem_id="askany-chat", height=520,
-                                             latex_delimiters=[], sanitize_html=True, buttons=["copy"],
-                                             feedback_options=None, allow_tags=False)
+                                             latex_delimiters=[], sanitize_html=True, render_markdown=False,
+                                             feedback_options=("Like", "Dislike"), allow_tags=False)
+                        feedback_note = gr.Markdown("", elem_id="askany-feedback-note")
+                        with gr.Row(visible=False, elem_id="askany-feedback") as feedback_box:
+                            feedback_text = gr.Textbox(label=t["feedback_comment"], lines=2, max_lines=6, scale=4,
+                                                       max_length=2000, elem_id="askany-feedback-text")
+                            feedback_send = gr.Button(t["feedback_send"], scale=1, elem_id="askany-feedback-send")
                         with gr.Row():
                             question = gr.Textbox(label=t["question"], placeholder=t["placeholder"],
                                                   elem_id="askany-question", scale=5, lines=1, max_lines=4,
                                                   show_label=False, autofocus=True)
                             send = gr.Button(t["send"], variant="primary", scale=1, elem_id="askany-send")
+                        with gr.Row():
+                            stop = gr.Button(t["stop"], variant="stop", size="sm", elem_id="askany-stop")
+                            regenerate = gr.Button(t["regenerate"], size="sm", elem_id="askany-regenerate")
+                            clear = gr.Button(t["new_chat"], variant="secondary", size="sm", elem_id="askany-new")
                         with gr.Row():
                             query_type = gr.Radio(
                                 [(t["qt_auto"], "AUTO"), (t["qt_faq"], "FAQ"), (t["qt_docs"], "DOCS")],
@@ -72,11 +84,19 @@ def build_app(service: Service) -> gr.Blocks:
                             top_k = gr.Slider(1, 20, value=settings.top_k, step=1, label=t["top_k"])
                             rerank = gr.Checkbox(value=settings.reranker_enabled, label=t["rerank"])
                             thinking = gr.Checkbox(value=settings.llm_enable_thinking, label=t["thinking"])
-                            clear = gr.Button(t["clear"], variant="secondary")
                     with gr.Column(scale=2):
                         gr.Markdown(f"**{escape_markdown(t['sources'])}**")
                         sources = gr.HTML(sources_panel([], ui.language), elem_id="askany-sources",
                                           js_on_load=None)
+                        with gr.Accordion(t["viewer"], open=False, elem_id="askany-viewer-box") as viewer_box:
+                            viewer = gr.HTML(f'<div class="askany-sources-empty">{html.escape(t["viewer_empty"])}'
+                                             "</div>", elem_id="askany-viewer", js_on_load=None)
+                            viewer_full = gr.Button(t["viewer_full"], size="sm", elem_id="askany-viewer-full")
+                        viewed = gr.State(None)
+                        # What page.js fills in when a citation or a card's button asks for a passage.
+                        with gr.Row(elem_classes=["askany-hidden"]):
+                            view_chunk = gr.Textbox(elem_id="askany-view-chunk", show_label=False, container=False)
+                            view_go = gr.Button("view", elem_id="askany-view-go")
             with gr.Tab(t["tab_docs"], id="docs"):
                 gr.Markdown(f"### {escape_markdown(t['upload_title'])}")
                 with gr.Row():
@@ -88,6 +108,12 @@ def build_app(service: Service) -> gr.Blocks:
                         upload_tags = gr.Textbox(label=t["upload_tags"])
                         upload_button = gr.Button(t["upload_button"], variant="primary")
                 upload_status = gr.Markdown("")
+                upload_progress = gr.HTML("", elem_id="askany-upload-progress", js_on_load=None)
+                upload_job = gr.State(None)
+                upload_timer = gr.Timer(1.0, active=False)
+                # The one-request upload (streams its table until done) for API clients; the page's button
+                # starts a background job instead and polls it.
+                upload_sync = gr.Button(visible=False)
                 upload_table = gr.Dataframe(headers=[t["col_file"], t["col_status"], t["col_chunks"],
                                                      t["col_reason"]], value=[], interactive=False,
                                             label=t["upload_results"], wrap=True)
@@ -112,14 +138,36 @@ def build_app(service: Service) -> gr.Blocks:
 
         chat_inputs = [question, query_type, kbs, tags, top_k, rerank, thinking, conversation]
         chat_outputs = [chatbot, sources, question, conversation]
-        send.click(ui.respond, chat_inputs, chat_outputs, api_name="respond", concurrency_limit=2)
-        question.submit(ui.respond, chat_inputs, chat_outputs, api_name="respond_on_enter", api_visibility="private",
-                        concurrency_limit=2)
-        clear.click(ui.clear, None, chat_outputs, api_name="clear")
+        answers = [
+            send.click(ui.respond, chat_inputs, chat_outputs, api_name="respond", concurrency_limit=2),
+            question.submit(ui.respond, chat_inputs, chat_outputs, api_name="respond_on_enter",
+                            api_visibility="private", concurrency_limit=2),
+            regenerate.click(ui.regenerate, chat_inputs[1:], chat_outputs, api_name="regenerate",
+                             concurrency_limit=2),
+            clear.click(ui.clear, None, chat_outputs, api_name="clear"),
+        ]
+        for number, event in enumerate(answers):
+            event.then(ui.snapshot, [conversation], [saved], **private(f"save_conversation_{number}"))
+        chatbot.like(ui.rate, [conversation], [feedback_box, feedback_note, conversation], api_name="rate") \
+            .then(ui.snapshot, [conversation], [saved], **private("save_conversation_rated"))
+        feedback_send.click(ui.comment, [feedback_text, conversation], [feedback_text, feedback_box, feedback_note],
+                            api_name="comment")
+        view_go.click(ui.view_source, [view_chunk], [viewer, viewed], api_name="view_source") \
+            .then(lambda: gr.update(open=True), None, [viewer_box], **private("open_viewer"))
+        viewer_full.click(ui.view_document, [viewed], [viewer, viewed], api_name="view_document")
+        # Not queued behind the answers: a stop has to arrive while one streams.
+        stop.click(ui.stop, None, None, api_name="stop", queue=False)
 
         lists = [kb_table, doc_table, doc_pick]
-        upload_event = upload_button.click(ui.upload, [files, upload_kb, upload_tags],
-                                           [upload_status, upload_table], api_name="upload")
+        upload_event = upload_sync.click(ui.upload, [files, upload_kb, upload_tags],
+                                         [upload_status, upload_table], api_name="upload")
+        upload_button.click(ui.start_upload, [files, upload_kb, upload_tags],
+                            [upload_progress, upload_table, upload_job, upload_timer], api_name="start_upload")
+        upload_timer.tick(ui.upload_progress, [upload_job], [upload_progress, upload_table, upload_timer],
+                          **private("upload_progress")) \
+            .then(ui.refresh_after_upload, [upload_job, docs_kb], [kb_table, doc_table, doc_pick, banner, kbs, tags,
+                                                                   upload_kb, docs_kb],
+                  **private("refresh_after_upload"))
         refreshed_choices = [banner, kbs, tags, upload_kb, docs_kb]
         upload_event.then(ui.list_documents, [docs_kb], lists, **private("documents_after_upload")) \
             .then(ui.load_page, None, refreshed_choices, **private("choices_after_upload"))
@@ -130,6 +178,7 @@ def build_app(service: Service) -> gr.Blocks:
             .then(ui.load_page, None, refreshed_choices, **private("choices_after_delete"))
         refresh_status.click(ui.refresh_status, None, [status_html, banner], api_name="refresh_status")
 
+        blocks.load(ui.restore, [saved], [chatbot, sources, conversation], **private("restore_conversation"))
         blocks.load(ui.load_page, None, refreshed_choices, api_name="load_page") \
             .then(ui.list_documents, [docs_kb], lists, **private("documents_on_load")) \
             .then(ui.refresh_status, None, [status_html, banner], **private("status_on_load"))

@@ -1,9 +1,10 @@
-"""Pure rendering: the service's results as the page's HTML and chat Markdown. No Gradio, no I/O.
+"""Pure rendering: the service's results as the page's HTML. No Gradio, no I/O.
 
-Every piece of document text, file name, answer or notice goes through `html.escape` (and,
-inside the chat, Markdown escaping) before it reaches the page; the only markup is produced
-here, so a document holding ``<script>`` or ``onerror=`` shows as text and never runs, and
-escaped Markdown cannot embed a remote image.
+Every piece of document text, file name or notice goes through `html.escape` before it reaches
+the page, and answers are Markdown rendered to sanitized HTML (markup.py); the only markup is
+produced here, so a document or an answer holding ``<script>``, ``onerror=`` or a remote image
+shows as text and never runs or loads. The chat shows these messages as HTML (its own Markdown
+rendering is off), with the page's sanitizer behind ours.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from askany.core.text import CITATION
 from askany.service import QAResult, Source, Turn
+from askany.service.service import PassageContext
 from askany.service.status import remote_summary
 from askany.web.i18n import answer_notices, strings
+from askany.web.markup import markdown_html, plain_html, source_anchor
 
 STAGE_ORDER = ("embed", "keyword", "vector", "rerank", "load", "first_token", "generate", "extract", "total")
 SCORE_STAGES = ("keyword", "vector", "fused", "rerank")
@@ -31,36 +33,26 @@ class PageTurn(Turn):
     (collapsed) for a few turns; the conversation rules themselves only need the `Turn` part."""
 
     sources_html: str = ""
+    message_start: int = 0  # index of its question in the chat's messages
+    answer_index: int = -1  # index of its answer message (the one 👍/👎 rate)
+    sources: list[dict[str, Any]] = field(default_factory=list)  # what feedback records
+    options: dict[str, Any] = field(default_factory=dict)  # the settings it was asked with
+    feedback_id: int | None = None
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>$])")
 
 
 def escape_markdown(text: str) -> str:
-    """HTML-escaped, Markdown-inert text: tags show as text, ``![x](url)`` cannot fetch an image."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=True))
+    """Markdown-inert text for the page's own gr.Markdown labels: tags show as text, ``![x](url)``
+    cannot fetch an image; quotes are left alone (an escaped ``&#x27;`` would show its ``#`` escaped)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
-def source_anchor(turn: int, number: int) -> str:
-    return f"askany-t{turn}-s{number}"
-
-
-def answer_markdown(text: str, turn: int, known: Iterable[int]) -> str:
-    """An answer for the chat: escaped, with each citation [n] of a known source linked to its card."""
-    known = set(known)
-    parts: list[str] = []
-    position = 0
-    for match in CITATION.finditer(text):
-        parts.append(escape_markdown(text[position:match.start()]))
-        numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
-        if numbers and all(n in known for n in numbers):
-            parts.append("".join(f'<a href="#{source_anchor(turn, n)}" class="askany-cite">[{n}]</a>'
-                                 for n in numbers))
-        else:
-            parts.append(escape_markdown(match.group(0)))
-        position = match.end()
-    parts.append(escape_markdown(text[position:]))
-    return "".join(parts)
+def answer_markdown(text: str, turn: int, known: Iterable[int], language: str = "zh") -> str:
+    """An answer for the chat: Markdown as sanitized HTML, each citation [n] of a known source linked
+    to its card (citations inside code stay code)."""
+    return markdown_html(text, turn=turn, known=known, copy_label=strings(language)["copy"])
 
 
 def highlight(text: str, terms: Iterable[str]) -> str:
@@ -119,11 +111,14 @@ def render_source(source: Source, turn: int, cited: bool, terms: Sequence[str], 
     if source.low_confidence:
         badges.append(f'<span class="askany-badge askany-badge-low">{html.escape(t["low"])}</span>')
     classes = "askany-source askany-source-cited" if cited else "askany-source"
+    chunk = f' data-chunk="{int(source.chunk_id)}"' if source.chunk_id is not None else ""
+    opener = (f'<button type="button" class="askany-open">{html.escape(t["view_source"])}</button>'
+              if chunk else "")
     return (
-        f'<div class="{classes}" id="{source_anchor(turn, source.number)}">'
+        f'<div class="{classes}" id="{source_anchor(turn, source.number)}"{chunk}>'
         f'<div class="askany-source-head"><span class="askany-num">[{source.number}]</span> '
         f'<span class="askany-file" title="{html.escape(source.source)}">{html.escape(name)}</span> '
-        f'{"".join(badges)}</div>'
+        f'{"".join(badges)}{opener}</div>'
         + (f'<div class="askany-where">{html.escape(where)}</div>' if where else "")
         + f'<div class="askany-passage">{highlight(source.text, terms)}</div>'
         f'<div class="askany-scores">{html.escape(t["kb"])} {html.escape(source.kb)} | '
@@ -157,20 +152,71 @@ def final_answer_markdown(result: QAResult, turn: int, language: str = "zh") -> 
     """The finished answer message: escaped text with linked citations, kind, notices and stage times."""
     t = strings(language)
     numbers = [s.number for s in result.sources]
-    parts = [answer_markdown(result.answer.text, turn, numbers)]
+    parts = [answer_markdown(result.answer.text, turn, numbers, language)]
     kind_label = {"extracted": t["kind_extracted"], "faq": t["kind_faq"]}.get(result.answer.kind)
     if kind_label:
         parts.append(f'<span class="askany-kind">{html.escape(kind_label)}</span>')
     parts += [notice_html(notice) for notice in answer_notices(result, language)]
     parts.append(f'<div class="askany-timings">{html.escape(t["timings"] + render_timings(result.timings, language))}'
                  "</div>")
-    return "\n\n".join(parts)
+    return "\n".join(parts)
+
+
+def stopped_answer_html(text: str, turn: int, language: str = "zh") -> str:
+    """An answer stopped before the model handed anything back: what was written, and a note."""
+    t = strings(language)
+    return "\n".join([answer_markdown(text, turn, (), language) if text else "",
+                      notice_html(t["notice_stopped"])])
+
+
+def source_record(source: Source, cited: bool) -> dict[str, Any]:
+    """What a conversation keeps of a source (for feedback, the source viewer): no passage text."""
+    return {"number": source.number, "source": source.source, "kb": source.kb, "title": source.title,
+            "heading_path": list(source.heading_path), "location": dict(source.location),
+            "chunk_id": source.chunk_id, "cited": cited, "is_faq": source.is_faq}
 
 
 def notice_html(text: str) -> str:
     """A notice as one HTML block of the chat's Markdown: escaped, and on one line, because a blank
     line would end the block and let Markdown loose on the rest."""
     return f'<div class="askany-answer-notice">⚠ {html.escape(" ".join(text.split()))}</div>'
+
+
+def render_viewer(context: PassageContext, language: str = "zh") -> str:
+    """A passage in its document: the neighbouring chunks (or the whole text), the matched one marked,
+    with the document's name, the heading path and the page; every piece of text escaped."""
+    t = strings(language)
+    hit = context.chunk
+    where = " › ".join(h for h in hit.heading_path if h.strip())
+    location = " · ".join(t[f"location_{kind}"].format(n=hit.metadata[kind]) for kind in ("page", "slide")
+                          if kind in hit.metadata)
+    head = " · ".join(part for part in [where, location] if part)
+    if context.whole:
+        scope = t["viewer_whole"].format(shown=len(context.chunks), total=context.total)
+    else:
+        scope = t["viewer_context"].format(n=hit.position + 1, total=context.total)
+    body = []
+    for chunk, text in context.pieces():
+        classes = "askany-ctx askany-ctx-hit" if chunk.id == hit.id else "askany-ctx"
+        page = chunk.metadata.get("page")
+        title = f' title="{html.escape(t["location_page"].format(n=page))}"' if page is not None else ""
+        body.append(f'<span class="{classes}"{title}>{html.escape(text)}</span>')
+    return (f'<div class="askany-viewer" data-chunk="{int(hit.id)}">'
+            f'<div class="askany-viewer-head"><span class="askany-file">{html.escape(Path(hit.source).name)}</span>'
+            f' <span class="askany-where">{html.escape(head)}</span></div>'
+            f'<div class="askany-where">{html.escape(t["kb"])} {html.escape(hit.kb)} · {html.escape(scope)}</div>'
+            f'<div class="askany-viewer-text">{"".join(body)}</div></div>')
+
+
+def render_progress(done: int, total: int, current: str, message: str, language: str = "zh") -> str:
+    """A background upload's progress: a bar (files done of total), the file in work, a line of text."""
+    t = strings(language)
+    share = 100 * done / total if total else 100
+    working = (f'<div class="askany-where">{html.escape(t["upload_current"].format(name=current))}</div>'
+               if current else "")
+    return (f'<div class="askany-progress" role="progressbar" aria-valuemin="0" aria-valuemax="{total}" '
+            f'aria-valuenow="{done}"><div class="askany-progress-bar" style="width:{share:.1f}%"></div></div>'
+            f'<div class="askany-progress-text">{html.escape(message)}</div>{working}')
 
 
 def render_banner(notices: Sequence[str]) -> str:
@@ -229,7 +275,7 @@ def render_status(status: dict[str, Any], loaded: dict[str, bool], language: str
 
 
 def user_message(question: str) -> dict[str, Any]:
-    return {"role": "user", "content": escape_markdown(question)}
+    return {"role": "user", "content": plain_html(question)}
 
 
 def thinking_message(text: str, language: str, done: bool, seconds: float | None = None) -> dict[str, Any]:
@@ -240,7 +286,7 @@ def thinking_message(text: str, language: str, done: bool, seconds: float | None
         metadata["log"] = t["thinking_live"]
     elif seconds is not None:
         metadata["duration"] = round(seconds, 2)
-    return {"role": "assistant", "content": escape_markdown(text), "metadata": metadata}
+    return {"role": "assistant", "content": plain_html(text), "metadata": metadata}
 
 
 def answer_message(content: str) -> dict[str, Any]:

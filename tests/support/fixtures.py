@@ -109,7 +109,7 @@ def empty_db(make_app: Callable[..., AskAny]) -> None:
 
 def empty_database(app: AskAny) -> None:
     with app.db.connection() as conn:
-        conn.execute("TRUNCATE documents, chunks, keyword_postings, keyword_segments, keyword_deleted CASCADE")
+        conn.execute("TRUNCATE documents, chunks, keyword_postings, keyword_segments, keyword_deleted, feedback CASCADE")
     app.store.drop_vectors()
 
 

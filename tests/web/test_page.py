@@ -5,6 +5,7 @@ script injection and path-escaping uploads.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -105,12 +106,13 @@ def test_highlight_escapes_every_piece() -> None:
 def test_answer_markdown_links_known_citations_and_neutralises_markup() -> None:
     text = "年假十五天[1][3]，见【2】。<img src=x onerror=alert(1)> ![t](http://example.com/t.png) [9]"
     rendered = answer_markdown(text, turn=2, known=[1, 2, 3])
-    assert '<a href="#askany-t2-s1" class="askany-cite">[1]</a>' in rendered
-    assert '<a href="#askany-t2-s2" class="askany-cite">[2]</a>' in rendered
+    assert 'href="#askany-t2-s1" class="askany-cite"' in rendered and ">[1]</a>" in rendered
+    assert 'href="#askany-t2-s2" class="askany-cite"' in rendered
     assert "<img" not in rendered and "&lt;img" in rendered
-    assert "\\!\\[t\\]\\(http://example\\.com/t\\.png\\)" in rendered  # no Markdown image
-    assert "\\[9\\]" in rendered  # a number that names no source stays text
+    assert 'class="askany-image"' in rendered and "<img" not in rendered  # no image is ever loaded
+    assert "[9]" in rendered and "askany-t2-s9" not in rendered  # a number that names no source stays text
     assert escape_markdown("a_b*c") == "a\\_b\\*c"
+    assert escape_markdown("it's \"q\"") == "it's \"q\""  # no &#x27; with its # escaped
 
 
 def test_render_timings_in_stage_order() -> None:
@@ -400,3 +402,52 @@ def test_local_tiny_llm_answers_through_the_page(make_app, serve_page, tmp_path,
     answer = message_text(chat[-1])
     assert "生成" in answer and "首字" in answer and "摘录自资料" not in answer
     assert "员工手册.md" in sources
+
+
+@pytest.mark.usefixtures("empty_db")
+def test_stop_keeps_what_was_written_and_regenerate_replaces_the_answer(make_app, serve_page, tmp_path) -> None:
+    from askany.ingestion.pipeline import Ingestor
+
+    app = make_app(llm_backend="transformers")
+    Ingestor(app).run([write(tmp_path / "docs", "员工手册.md", LEAVE_DOC)], kb="hr", progress=False)
+    generator = ScriptedGenerator(reply="员工每年有十五天年假[1]。" + "后面还有很多很多内容。" * 40, delay=0.4)
+    client = client_for(serve_page(app, scripted_qa(app, generator)))
+    job = client.submit("员工每年有几天年假？", "DOCS", ["hr"], [], 3, False, False, api_name="/respond")
+    deadline = time.monotonic() + 30
+    while "十五天" not in "".join(message_text(m) for m in (job.outputs() or [[[]]])[-1][0][-1:]):
+        assert time.monotonic() < deadline, "the answer never started streaming"
+        time.sleep(0.1)
+    stopped = time.monotonic()
+    client.predict(api_name="/stop")
+    chat, sources, _ = job.result(timeout=10)
+    assert time.monotonic() - stopped < 1.0  # ended at once, not after the remaining ~60 pieces
+    answer = message_text(chat[-1])
+    assert "十五天" in answer and "已停止生成" in answer
+    assert answer.count("后面还有很多很多内容") < 10
+    assert "员工手册.md" in sources  # the model handed its partial answer back, with its sources
+
+    generator.reply, generator.delay = "重新写的答案[1]。", 0.0
+    chat, sources, _ = client.predict("DOCS", ["hr"], [], 3, False, False, api_name="/regenerate")
+    assert [message_text(m) for m in chat if m["role"] == "user"] == ["员工每年有几天年假？"]
+    assert "重新写的答案" in message_text(chat[-1]) and "已停止" not in message_text(chat[-1])
+    assert len(generator.prompts) == 2 and len(generator.prompts[-1]) == 2  # asked afresh, no history of itself
+
+
+@pytest.mark.usefixtures("empty_db")
+def test_source_viewer_shows_the_passage_in_its_document(make_app, serve_page, tmp_path) -> None:
+    from askany.ingestion.pipeline import Ingestor
+
+    app = make_app(chunk_size=40, chunk_overlap=8)
+    text = "# 手册\n\n" + "".join(f"## 第{n}节\n\n第{n}节的内容说明，这一段讲规则{n}。<b>粗</b>\n\n" for n in range(1, 9))
+    Ingestor(app).run([write(tmp_path / "docs", "手册.md", text)], kb="kb", progress=False)
+    client = client_for(serve_page(app))
+    _, sources, _ = client.predict("规则5", "DOCS", [], [], 3, False, False, api_name="/respond")
+    chunk = re.search(r'data-chunk="(\d+)"', sources).group(1)
+    viewer = client.predict(chunk, api_name="/view_source")
+    hit = re.search(r'<span class="askany-ctx askany-ctx-hit"[^>]*>(.*?)</span>', viewer, re.S).group(1)
+    assert "规则" in hit and "手册.md" in viewer and "第 " in viewer
+    assert viewer.count('class="askany-ctx') <= 5 and "&lt;b&gt;" in viewer and "<b>" not in viewer
+    whole = client.predict(chunk, api_name="/view_document")
+    assert all(f"规则{n}" in whole for n in range(1, 9)) and "全文" in whole and "askany-ctx-hit" in whole
+    gone = client.predict("999999999", api_name="/view_source")
+    assert "no longer stored" in gone
