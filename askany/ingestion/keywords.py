@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -84,6 +85,25 @@ class JiebaSegmenter:
         return [list(self._tokenizer.cut_for_search(text)) for text in texts]
 
 
+class LazyJieba:
+    """jieba, built when the first text is cut: loading its dictionary costs half a second, which a
+    run that analyzes nothing (an unchanged re-ingest needs only the analyzer's name) never pays."""
+
+    name = JiebaSegmenter.name
+
+    def __init__(self, user_dict: Path | None = None):
+        self._user_dict = user_dict
+        self._jieba: JiebaSegmenter | None = None
+        self._lock = threading.Lock()
+
+    def segment(self, texts: list[str]) -> list[list[str]]:
+        if self._jieba is None:
+            with self._lock:
+                if self._jieba is None:
+                    self._jieba = JiebaSegmenter(self._user_dict)
+        return self._jieba.segment(texts)
+
+
 class HanLPSegmenter:
     """A HanLP tokenizer loaded from a local folder (see models.load_hanlp_tokenizer)."""
 
@@ -126,7 +146,7 @@ def make_segmenter(settings: Settings, hanlp_component: Any | None = None) -> Se
         log.warning("The HanLP tokenizer could not be loaded: falling back to jieba for tokenization")
     else:
         log.info("HANLP_TOK_MODEL is not set: using jieba for tokenization")
-    return JiebaSegmenter(settings.user_dict)
+    return LazyJieba(settings.user_dict)
 
 
 @functools.cache

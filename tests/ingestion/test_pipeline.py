@@ -48,6 +48,17 @@ def test_cmrc_ingest_then_unchanged_rerun(make_app, tiny_embedding_dir) -> None:
     assert chunk.kb == "cmrc" and chunk.title and chunk.heading_path and chunk.position == 0
 
 
+def test_an_unchanged_rerun_loads_no_model_tokenizer_or_dictionary(make_app, tiny_embedding_dir) -> None:
+    """What makes an unchanged re-ingest take a second, not ten: nothing is loaded to find that out."""
+    Ingestor(make_app(embedding_model=str(tiny_embedding_dir))).run([ROOT / "ingest" / "samples"], kb="same",
+                                                                   progress=False)
+    app = make_app(embedding_model=str(tiny_embedding_dir))  # a new process's registry and analyzer
+    report = Ingestor(app).run([ROOT / "ingest" / "samples"], kb="same", progress=False)
+    assert report.count("unchanged") == len(report.results) and report.chunks_written == 0
+    assert not any(app.models.loaded(role) for role in ("embedding", "embedding_tokenizer", "reranker", "llm"))
+    assert app.analyzer.segmenter.name == "jieba" and app.analyzer.segmenter._jieba is None
+
+
 def test_changed_file_is_replaced_and_sync_removes_deleted(make_app, tmp_path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
