@@ -18,7 +18,12 @@ from askany.service.conversation import (
     turns_from_messages,
 )
 from askany.service.encoders import Embeddings
-from askany.service.knowledge_bases import MAX_KB_NAME_CHARS, KbDeleteResult, KnowledgeBaseError, check_kb_name
+from askany.service.knowledge_bases import (
+    MAX_KB_NAME_CHARS,
+    KbDeleteResult,
+    KnowledgeBaseError,
+    check_kb_name,
+)
 from askany.service.qa import QUERY_TYPES, QAResult, Source
 from askany.service.service import DeleteResult, Service
 from askany.service.uploads import UploadError, safe_upload_name, upload_destination
