@@ -77,7 +77,7 @@ def build_app(service: Service) -> gr.Blocks:
                                 [(t["qt_auto"], "AUTO"), (t["qt_faq"], "FAQ"), (t["qt_docs"], "DOCS")],
                                 value=QUERY_TYPES[0], label=t["query_type"])
                             kbs = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
-                                              label=t["kbs"])
+                                              label=t["kbs"], elem_id="askany-kbs")
                             tags = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
                                                label=t["tags"])
                         with gr.Row():
@@ -119,7 +119,8 @@ def build_app(service: Service) -> gr.Blocks:
                                     scale=3)
                     with gr.Column(scale=2):
                         upload_kb = gr.Dropdown([settings.default_kb], value=settings.default_kb,
-                                                allow_custom_value=True, label=t["upload_kb"])
+                                                allow_custom_value=True, label=t["upload_kb"],
+                                                elem_id="askany-upload-kb")
                         upload_tags = gr.Textbox(label=t["upload_tags"])
                         upload_button = gr.Button(t["upload_button"], variant="primary")
                 upload_status = gr.Markdown("")
