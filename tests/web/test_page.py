@@ -368,11 +368,13 @@ def test_uploaded_names_cannot_leave_the_upload_folder(make_app, serve_page, upl
                           files={"files": ("../../../../逃逸2.md", b"# two\n\ntext\n", "text/markdown")})
     assert response.status_code == 200
     raw_path = response.json()[0]
-    status, table = client.predict([handle_file(str(odd)), {"path": raw_path, "meta": {"_type": "gradio.FileData"},
-                                                             "orig_name": "../../../../逃逸2.md"}],
-                                   "../../kb", "", api_name="/upload")
+    files = [handle_file(str(odd)), {"path": raw_path, "meta": {"_type": "gradio.FileData"},
+                                     "orig_name": "../../../../逃逸2.md"}]
+    status, table = client.predict(files, "../../kb", "", api_name="/upload")  # a kb name that climbs
+    assert "不能含有 /" in status and table_rows(table) == [] and not list(upload_root.rglob("*.md"))
+    status, table = client.predict(files, "kb", "", api_name="/upload")
     stored = sorted(str(p.relative_to(upload_root)) for p in upload_root.rglob("*") if p.is_file())
-    folder = "%2E.%2F..%2Fkb/"  # the knowledge base "../../kb" has its own folder, encoded, inside the root
+    folder = "kb/"
     assert len(stored) == 2 and all(p.startswith(folder) and "/" not in p[len(folder):] for p in stored), stored
     assert not any(ch in "".join(stored) for ch in "\u202e\u200b\\")
     assert not list(tmp_path.glob("逃逸*")) and not list(Path("/").glob("逃逸*"))

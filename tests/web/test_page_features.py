@@ -246,6 +246,19 @@ def choose(page: Any, elem_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def open_page(context: Any, url: str) -> Any:
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#askany-question textarea", timeout=15000)
+    return page
+
+
+def create_kb(page: Any, name: str, expected: str) -> None:
+    box(page, "askany-kb-new").fill(name)
+    page.click("#askany-kb-create")
+    says(page, "askany-kb-status", expected)
+
+
 def says(page: Any, elem_id: str, text: str) -> None:
     page.wait_for_function("([id, text]) => (document.getElementById(id)?.innerText || '').includes(text)",
                            arg=[elem_id, text], timeout=20000)
@@ -265,17 +278,10 @@ def test_knowledge_bases_managed_in_a_browser(chromium, make_app, tmp_path: Path
     upload = write(tmp_path / "up", "报销制度.md", "# 报销制度\n\n差旅报销需在出差结束后三十天内提交发票。\n")
     context = chromium.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
     try:
-        page = context.new_page()
-        page.goto(server.local_url)
-        page.wait_for_selector("#askany-question textarea", timeout=15000)
+        page = open_page(context, server.local_url)
         page.get_by_role("tab", name="文档").click()
-
-        box(page, "askany-kb-new").fill("财务/../x")
-        page.click("#askany-kb-create")
-        says(page, "askany-kb-status", "不能含有 /")
-        box(page, "askany-kb-new").fill("财务")
-        page.click("#askany-kb-create")
-        says(page, "askany-kb-status", "已创建知识库 财务")
+        create_kb(page, "财务/../x", "不能含有 /")
+        create_kb(page, "财务", "已创建知识库 财务")
         page.wait_for_function("() => document.querySelector('#askany-upload-kb input').value === '财务'",
                                timeout=10000)  # the new kb is the upload target
 
@@ -314,13 +320,9 @@ def test_knowledge_bases_managed_in_a_browser(chromium, make_app, tmp_path: Path
         assert page.get_by_role("option", name="财务", exact=True).count() == 0  # the lists were refreshed
         page.keyboard.press("Escape")
 
-        page = context.new_page()
-        page.goto(english.local_url)
-        page.wait_for_selector("#askany-question textarea", timeout=15000)
+        page = open_page(context, english.local_url)
         page.get_by_role("tab", name="Documents").click()
-        box(page, "askany-kb-new").fill("a\u202eb")
-        page.click("#askany-kb-create")
-        says(page, "askany-kb-status", "invisible")
+        create_kb(page, "a\u202eb", "invisible")
         page.screenshot(path=str(SCREENSHOTS / "kb-en-bad-name.png"), full_page=True)
     finally:
         context.close()
