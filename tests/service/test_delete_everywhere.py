@@ -56,9 +56,8 @@ def test_cli_page_and_api_delete_alike(make_app, run_cli, pg_data_dir: Path, tmp
 def test_knowledge_bases_never_share_an_upload_folder(make_app, tmp_path: Path) -> None:
     from urllib.parse import unquote
 
-    from askany.service.uploads import kb_folder_name
-
     from askany.service import KnowledgeBaseError
+    from askany.service.uploads import kb_folder_name
 
     service = Service(app=make_app())
     main = uploaded(service, tmp_path, "main", "same.md")
