@@ -148,6 +148,22 @@ def delete_doc(args: argparse.Namespace) -> int:
     return 0 if result.deleted else 1
 
 
+def create_kb(args: argparse.Namespace) -> int:
+    kb = _service().create_kb(args.create_kb)
+    emit({"kb": kb, "created": True}, args.json, lambda d: out.print(
+        f"Created the empty knowledge base '{d['kb']}'; add documents with --ingest PATH --kb {d['kb']}.",
+        markup=False))
+    return 0
+
+
+def delete_kb(args: argparse.Namespace) -> int:
+    result = _service().delete_kb(args.delete_kb)
+    emit(asdict(result), args.json, lambda d: out.print(
+        f"Deleted knowledge base '{d['kb']}': {d['documents']} documents, {d['chunks']} chunks, "
+        f"{d['uploads_removed']} uploaded files.", markup=False))
+    return 0
+
+
 def check_db(args: argparse.Namespace) -> int:
     emit(_service().database_report(), args.json, _render_check_db)
     return 0

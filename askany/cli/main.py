@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--reembed", action="store_true",
                          help="drop every stored vector and embed all chunks again with EMBEDDING_MODEL")
     actions.add_argument("--delete-doc", metavar="SOURCE", help="delete one document (its path) from --kb")
+    actions.add_argument("--create-kb", metavar="NAME", help="create an empty knowledge base (an upload target)")
+    actions.add_argument("--delete-kb", metavar="NAME",
+                         help="delete a knowledge base: its documents, chunks, vectors, keyword index, uploads")
 
     ingest = parser.add_argument_group("ingestion")
     ingest.add_argument("--kb", help="knowledge base name (default: DEFAULT_KB)")
@@ -103,8 +106,10 @@ def configure_logging(verbose: bool) -> None:
 
 # (options that ask for it, module in askany.cli, handler), run in this order when given.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
-    (("check",), "commands", "check"), (("ingest",), "commands", "ingest"), (("reembed",), "commands", "reembed"),
-    (("delete_doc",), "commands", "delete_doc"), (("create_index",), "commands", "create_index"),
+    (("check",), "commands", "check"), (("create_kb",), "commands", "create_kb"),
+    (("ingest",), "commands", "ingest"), (("reembed",), "commands", "reembed"),
+    (("delete_doc",), "commands", "delete_doc"), (("delete_kb",), "commands", "delete_kb"),
+    (("create_index",), "commands", "create_index"),
     (("check_db",), "commands", "check_db"), (("query", "query_text"), "commands", "query"),
     (("export_feedback",), "commands", "export_feedback"), (("eval",), "commands", "evaluate"), (("download_models",), "model_commands", "download"),
     (("import_hf_cache",), "model_commands", "import_cache"), (("import_models",), "model_commands", "import_bundle"),

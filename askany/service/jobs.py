@@ -81,6 +81,11 @@ class IngestJobs:
         threading.Thread(target=work, name=f"askany-ingest-{job.id[:8]}", daemon=True).start()
         return job
 
+    def running(self, kb: str) -> bool:
+        """Whether a job of this process is still ingesting into knowledge base `kb`."""
+        with self._lock:
+            return any(job.kb == kb and not job.finished for job in self._jobs.values())
+
     def get(self, job_id: str | None) -> IngestJob | None:
         with self._lock:
             return self._jobs.get(job_id or "")

@@ -10,6 +10,7 @@ models load on the first question that needs them.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,9 @@ from askany.retrieval.retriever import Mode, RetrievalResult
 from askany.service.encoders import Embeddings, embed, embedding_dimension_of
 from askany.service.feedback import FeedbackError, checked_comment, rating_value, stored_text, write_eval_set
 from askany.service.jobs import IngestJob, IngestJobs
+from askany.service.knowledge_bases import KbDeleteResult, KnowledgeBaseError, check_kb_name
 from askany.service.qa import QA, QAResult
-from askany.service.uploads import UploadError, remove_uploaded_copy, store_upload
+from askany.service.uploads import UploadError, kb_folder_name, remove_uploaded_copy, store_upload
 from askany.storage.feedback import FeedbackStore
 from askany.storage.store import SearchFilter, StoredChunk
 
@@ -87,6 +89,7 @@ class Service:
         self.settings = self.app.settings
         self._qa = qa
         self.jobs = IngestJobs(self.ingest)  # background ingestion (uploads from the page)
+        self._kb_lock = threading.Lock()  # a kb is not deleted while an upload into it is being started
 
     @property
     def qa(self) -> QA:
@@ -171,6 +174,7 @@ class Service:
     # ------------------------------------------------------------ ingesting
     def ingest(self, paths: list[Path], kb: str | None = None, tags: list[str] | None = None, sync: bool = False,
                progress: bool = False, on_result: Callable[[FileResult], None] | None = None) -> IngestReport:
+        kb = check_kb_name(self.kb_name(kb))
         return Ingestor(self.app).run(paths, kb=kb, tags=tags, sync=sync, progress=progress, on_result=on_result)
 
     def store_uploads(self, files: list[Path], kb: str | None) -> tuple[dict[str, str], list[FileResult]]:
@@ -178,7 +182,7 @@ class Service:
 
         Returns ({stored path: name as uploaded}, results for the files refused, with the reason).
         """
-        kb = self.kb_name(kb)
+        kb = check_kb_name(self.kb_name(kb))
         accepted: dict[str, str] = {}
         refused: list[FileResult] = []
         for path in files:
@@ -190,9 +194,10 @@ class Service:
 
     def start_upload(self, files: list[Path], kb: str | None, tags: list[str] | None = None) -> IngestJob:
         """Store uploads (as `store_uploads`) and ingest them in the background; returns the job at once."""
-        kb = self.kb_name(kb)
-        stored, refused = self.store_uploads(files, kb)
-        return self.jobs.start(stored, refused, kb, list(tags or []))
+        kb = check_kb_name(self.kb_name(kb))
+        with self._kb_lock:
+            stored, refused = self.store_uploads(files, kb)
+            return self.jobs.start(stored, refused, kb, list(tags or []))
 
     def ingest_job(self, job_id: str | None) -> IngestJob | None:
         """A background ingestion job started by this process (None when unknown or long finished)."""
@@ -207,6 +212,48 @@ class Service:
 
     def kb_names(self) -> list[str]:
         return [kb["kb"] for kb in self.knowledge_bases()]
+
+    def create_kb(self, name: str | None) -> str:
+        """Create an empty knowledge base (listed, choosable, an upload target) and return its name.
+
+        Raises KnowledgeBaseError: a name that breaks `check_kb_name`, or one that already exists.
+        """
+        kb = check_kb_name(name)
+        if not self.app.store.create_kb(kb):
+            raise KnowledgeBaseError("exists", f"A knowledge base named {kb!r} already exists; choose another "
+                                     "name", kb)
+        log.info("Created knowledge base %s", kb)
+        return kb
+
+    def delete_kb(self, name: str | None) -> KbDeleteResult:
+        """Delete a whole knowledge base: its documents, chunks, vectors, keyword postings, its record
+        and the uploaded copies of its documents, in one transaction (the files after it commits).
+
+        Raises KnowledgeBaseError when it does not exist, or while an upload into it is being ingested
+        by this process (deleting then would race the upload's writes: wait for it to finish).
+        """
+        kb = (name or "").strip()
+        if not kb or kb not in self.kb_names():
+            raise KnowledgeBaseError("not_found", f"There is no knowledge base {kb!r}; see --check-db for the "
+                                     "list", kb)
+        with self._kb_lock:
+            if self.jobs.running(kb):
+                raise KnowledgeBaseError("busy", f"Documents are being uploaded into {kb!r}; delete it once "
+                                         "the upload has finished", kb)
+            existed, sources, chunks = self.app.store.delete_kb(kb)
+        result = KbDeleteResult(kb, existed, len(sources), chunks, sources=sources)
+        for source in sources:
+            try:
+                result.uploads_removed += remove_uploaded_copy(self.settings.upload_dir, source)
+            except OSError as error:
+                log.warning("Could not remove the uploaded copy %s: %s", source, error)
+        folder = self.settings.upload_dir.expanduser() / kb_folder_name(kb)
+        try:
+            folder.rmdir()  # only when empty: files put there by hand stay
+        except OSError:
+            pass
+        log.info("Deleted knowledge base %s: %d documents, %d chunks", kb, len(sources), chunks)
+        return result
 
     def tags(self) -> list[str]:
         return self.app.store.known_tags()

@@ -24,7 +24,7 @@ from askany.storage import embedded as embedded_server
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry migrates the schema from version (index) to version (index + 1).
 MIGRATIONS: list[str] = [
@@ -129,6 +129,14 @@ MIGRATIONS: list[str] = [
         settings    jsonb NOT NULL DEFAULT '{}'
     );
     CREATE INDEX IF NOT EXISTS feedback_rating ON feedback (rating, id);
+    """,
+    # 4: knowledge bases created before they hold a document (the page's "create"); one with
+    # documents is listed whether or not it has a row here.
+    """
+    CREATE TABLE IF NOT EXISTS knowledge_bases (
+        name        text PRIMARY KEY,
+        created_at  timestamptz NOT NULL DEFAULT now()
+    );
     """,
 ]
 

@@ -351,14 +351,20 @@ class ChunkStore:
         taken in one global order so two transactions cannot deadlock, the later one waits for the
         earlier to commit, then finds the same content stored and leaves it: the state of one run.
         """
-        keys = [f"{doc.kb}\x1f{doc.source}" for doc in documents]
-        conn.execute("SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(k) AS h "
-                     "FROM unnest(%s::text[]) AS k ORDER BY h) AS ordered", (DOCUMENT_LOCK, keys))
+        ChunkStore._lock_documents(conn, [(doc.kb, doc.source) for doc in documents])
         stored = set(conn.execute(
             "SELECT d.kb, d.source, d.content_hash, d.fingerprint FROM documents d "
             "JOIN unnest(%s::text[], %s::text[]) AS wanted(kb, source) USING (kb, source)",
             ([doc.kb for doc in documents], [doc.source for doc in documents])).fetchall())
         return [doc for doc in documents if (doc.kb, doc.source, doc.content_hash, doc.fingerprint) not in stored]
+
+    @staticmethod
+    def _lock_documents(conn: psycopg.Connection, documents: list[tuple[str, str]]) -> None:
+        """Lock (kb, source) documents for this transaction, in one global order (no deadlocks)."""
+        if documents:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(k) AS h "
+                         "FROM unnest(%s::text[]) AS k ORDER BY h) AS ordered",
+                         (DOCUMENT_LOCK, [f"{kb}\x1f{source}" for kb, source in documents]))
 
     @staticmethod
     def _has_vector_table(conn: psycopg.Connection) -> bool:
@@ -387,12 +393,38 @@ class ChunkStore:
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def knowledge_bases(self) -> list[dict[str, Any]]:
+        """Every knowledge base with its counts: those holding documents and those created empty."""
         with self.db.connection() as conn:
             rows = conn.execute(
-                "SELECT d.kb, count(DISTINCT d.id), coalesce(sum(d.chunk_count), 0), "
-                "count(*) FILTER (WHERE d.kind = 'faq') FROM documents d GROUP BY d.kb ORDER BY d.kb").fetchall()
-        return [{"kb": kb, "documents": docs, "chunks": int(chunks), "faq_files": faqs}
+                "SELECT kb, sum(docs)::bigint, sum(chunks)::bigint, sum(faqs)::bigint FROM ("
+                "SELECT d.kb, count(*) AS docs, coalesce(sum(d.chunk_count), 0) AS chunks, "
+                "count(*) FILTER (WHERE d.kind = 'faq') AS faqs FROM documents d GROUP BY d.kb "
+                "UNION ALL SELECT name, 0, 0, 0 FROM knowledge_bases) AS each GROUP BY kb ORDER BY kb").fetchall()
+        return [{"kb": kb, "documents": int(docs), "chunks": int(chunks), "faq_files": int(faqs)}
                 for kb, docs, chunks, faqs in rows]
+
+    def create_kb(self, name: str) -> bool:
+        """Record a knowledge base before it holds documents; False when it already exists."""
+        with self.db.connection() as conn:
+            if conn.execute("SELECT EXISTS (SELECT 1 FROM documents WHERE kb = %s)", (name,)).fetchone()[0]:
+                return False
+            return conn.execute("INSERT INTO knowledge_bases (name) VALUES (%s) ON CONFLICT DO NOTHING",
+                                (name,)).rowcount > 0
+
+    def delete_kb(self, name: str) -> tuple[bool, list[str], int]:
+        """Delete a knowledge base in one transaction: its documents, chunks, vectors (cascades), keyword
+        segments and postings, and its record. (it existed, the sources deleted, chunks deleted)."""
+        with self.db.connection() as conn:
+            # The same per-document locks an ingestion's write takes: one storing into this kb now
+            # finishes first (and is deleted with it) or waits and writes into a kb that is gone.
+            sources = [row[0] for row in conn.execute("SELECT source FROM documents WHERE kb = %s ORDER BY source",
+                                                      (name,))]
+            self._lock_documents(conn, [(name, source) for source in sources])
+            gone = conn.execute("DELETE FROM documents WHERE kb = %s RETURNING source, chunk_count",
+                                (name,)).fetchall()
+            self.keywords.drop_kb(conn, name)
+            registered = conn.execute("DELETE FROM knowledge_bases WHERE name = %s", (name,)).rowcount > 0
+        return bool(gone) or registered, [row[0] for row in gone], sum(int(row[1]) for row in gone)
 
     def known_tags(self) -> list[str]:
         with self.db.connection() as conn:

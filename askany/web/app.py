@@ -77,7 +77,7 @@ def build_app(service: Service) -> gr.Blocks:
                                 [(t["qt_auto"], "AUTO"), (t["qt_faq"], "FAQ"), (t["qt_docs"], "DOCS")],
                                 value=QUERY_TYPES[0], label=t["query_type"])
                             kbs = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
-                                              label=t["kbs"])
+                                              label=t["kbs"], elem_id="askany-kbs")
                             tags = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
                                                label=t["tags"])
                         with gr.Row():
@@ -98,13 +98,29 @@ def build_app(service: Service) -> gr.Blocks:
                             view_chunk = gr.Textbox(elem_id="askany-view-chunk", show_label=False, container=False)
                             view_go = gr.Button("view", elem_id="askany-view-go")
             with gr.Tab(t["tab_docs"], id="docs"):
+                gr.Markdown(f"### {escape_markdown(t['kb_title'])}")
+                with gr.Row(elem_id="askany-kb-manage"):
+                    with gr.Column(scale=1):
+                        kb_new = gr.Textbox(label=t["kb_new"], placeholder=t["kb_new_placeholder"], max_lines=1,
+                                            elem_id="askany-kb-new")
+                        kb_create = gr.Button(t["kb_create"], elem_id="askany-kb-create")
+                    with gr.Column(scale=1):
+                        kb_pick = gr.Dropdown([], value=None, label=t["kb_pick"], elem_id="askany-kb-pick")
+                        kb_delete = gr.Button(t["kb_delete"], variant="stop", elem_id="askany-kb-delete")
+                with gr.Row(visible=False, elem_id="askany-kb-confirm") as kb_confirm:
+                    kb_confirm_text = gr.Textbox(label=t["kb_confirm_label"], max_lines=1, scale=3,
+                                                 elem_id="askany-kb-confirm-text")
+                    kb_confirm_go = gr.Button(t["kb_confirm"], variant="stop", scale=1, elem_id="askany-kb-confirm-go")
+                    kb_cancel = gr.Button(t["kb_cancel"], scale=1, elem_id="askany-kb-cancel")
+                kb_status = gr.Markdown("", elem_id="askany-kb-status")
                 gr.Markdown(f"### {escape_markdown(t['upload_title'])}")
                 with gr.Row():
                     files = gr.File(file_count="multiple", label=t["upload_files"], elem_id="askany-files",
                                     scale=3)
                     with gr.Column(scale=2):
                         upload_kb = gr.Dropdown([settings.default_kb], value=settings.default_kb,
-                                                allow_custom_value=True, label=t["upload_kb"])
+                                                allow_custom_value=True, label=t["upload_kb"],
+                                                elem_id="askany-upload-kb")
                         upload_tags = gr.Textbox(label=t["upload_tags"])
                         upload_button = gr.Button(t["upload_button"], variant="primary")
                 upload_status = gr.Markdown("")
@@ -166,16 +182,25 @@ def build_app(service: Service) -> gr.Blocks:
         upload_timer.tick(ui.upload_progress, [upload_job], [upload_progress, upload_table, upload_timer],
                           **private("upload_progress")) \
             .then(ui.refresh_after_upload, [upload_job, docs_kb], [kb_table, doc_table, doc_pick, banner, kbs, tags,
-                                                                   upload_kb, docs_kb],
+                                                                   upload_kb, docs_kb, kb_pick],
                   **private("refresh_after_upload"))
-        refreshed_choices = [banner, kbs, tags, upload_kb, docs_kb]
+        refreshed_choices = [banner, kbs, tags, upload_kb, docs_kb, kb_pick]
         upload_event.then(ui.list_documents, [docs_kb], lists, **private("documents_after_upload")) \
-            .then(ui.load_page, None, refreshed_choices, **private("choices_after_upload"))
+            .then(ui.load_page, [upload_kb], refreshed_choices, **private("choices_after_upload"))
+        kb_refreshed = [*lists, *refreshed_choices]
+        kb_create.click(ui.create_kb, [kb_new], [kb_status, kb_new, *kb_refreshed], api_name="create_kb")
+        kb_new.submit(ui.create_kb, [kb_new], [kb_status, kb_new, *kb_refreshed], **private("create_kb_on_enter"))
+        kb_delete.click(ui.ask_delete_kb, [kb_pick], [kb_status, kb_confirm, kb_confirm_text],
+                        **private("ask_delete_kb"))
+        kb_cancel.click(ui.cancel_delete_kb, None, [kb_status, kb_confirm, kb_confirm_text],
+                        **private("cancel_delete_kb"))
+        kb_confirm_go.click(ui.confirm_delete_kb, [kb_pick, kb_confirm_text],
+                            [kb_status, kb_confirm, kb_confirm_text, *kb_refreshed], api_name="delete_kb")
         refresh_docs.click(ui.list_documents, [docs_kb], lists, api_name="list_documents")
         docs_kb.change(ui.list_documents, [docs_kb], lists, **private("documents_of_kb"))
         delete.click(ui.delete_document, [docs_kb, doc_pick], [delete_status, *lists],
                      api_name="delete_document") \
-            .then(ui.load_page, None, refreshed_choices, **private("choices_after_delete"))
+            .then(ui.load_page, [upload_kb], refreshed_choices, **private("choices_after_delete"))
         refresh_status.click(ui.refresh_status, None, [status_html, banner], api_name="refresh_status")
 
         blocks.load(ui.restore, [saved], [chatbot, sources, conversation], **private("restore_conversation"))

@@ -20,8 +20,15 @@ import gradio as gr
 
 from askany.core.errors import AskAnyError
 from askany.core.text import split_tags
-from askany.service import FileResult, QAResult, Service, history_for_model, retrieval_query
-from askany.web.i18n import availability_notices, strings
+from askany.service import (
+    FileResult,
+    KnowledgeBaseError,
+    QAResult,
+    Service,
+    history_for_model,
+    retrieval_query,
+)
+from askany.web.i18n import availability_notices, kb_problem, strings
 from askany.web.markup import plain_html
 from askany.web.render import (
     SOURCE_TURNS_SHOWN,
@@ -343,14 +350,16 @@ class WebUI:
         return "", gr.update(visible=False), self.t["feedback_commented"]
 
     # ------------------------------------------------------------ page load and lists
-    def load_page(self) -> tuple[str, Any, Any, Any, Any]:
-        """Fresh banner, knowledge-base and tag choices for a newly opened page."""
+    def load_page(self, upload_kb: str | None = None) -> tuple[str, Any, Any, Any, Any, Any]:
+        """Fresh banner, knowledge-base and tag choices (chat filter, upload target, document list,
+        kb to delete) for a newly opened page, or after a kb was created or deleted."""
         kbs, tags = self._kb_names(), self._tags()
-        upload_kb = self.settings.default_kb
+        upload_kb = upload_kb if upload_kb in kbs else self.settings.default_kb
         return (render_banner(availability_notices(self.service, self.language)),
                 gr.update(choices=kbs), gr.update(choices=tags),
                 gr.update(choices=sorted({*kbs, upload_kb}), value=upload_kb),
-                gr.update(choices=[(self.t["docs_all"], ""), *kbs]))
+                gr.update(choices=[(self.t["docs_all"], ""), *kbs]),
+                gr.update(choices=kbs, value=None))
 
     def _kb_names(self) -> list[str]:
         try:
@@ -394,6 +403,48 @@ class WebUI:
             message = self.t["not_found"].format(kb=result.kb, name=name)
         return (message, *self.list_documents(kb))
 
+    # ------------------------------------------------------------ knowledge bases
+    def create_kb(self, name: str | None) -> tuple[Any, ...]:
+        """Create an empty knowledge base, made the upload target: (message, name box, lists, choices)."""
+        try:
+            kb = self.service.create_kb(name)
+        except KnowledgeBaseError as error:
+            return (escape_markdown(kb_problem(error, self.language)), gr.skip(),
+                    *(gr.skip() for _ in range(9)))
+        return (escape_markdown(self.t["kb_created"].format(kb=kb)), "", *self.list_documents(None),
+                *self.load_page(upload_kb=kb))
+
+    def ask_delete_kb(self, kb: str | None) -> tuple[str, Any, str]:
+        """The first step of deleting a kb: (what will go, the confirmation row shown, its box emptied)."""
+        kb = (kb or "").strip()
+        found = next((k for k in self.service.knowledge_bases() if k["kb"] == kb), None) if kb else None
+        if found is None:
+            return escape_markdown(self.t["kb_pick_first"]), gr.update(visible=False), ""
+        message = self.t["kb_confirm_ask"].format(kb=kb, docs=found["documents"], chunks=found["chunks"])
+        return escape_markdown(message), gr.update(visible=True), ""
+
+    def cancel_delete_kb(self) -> tuple[str, Any, str]:
+        return escape_markdown(self.t["kb_cancelled"]), gr.update(visible=False), ""
+
+    def confirm_delete_kb(self, kb: str | None, typed: str | None) -> tuple[Any, ...]:
+        """Delete the kb once its name was typed again: (message, confirmation row, box, lists, choices)."""
+        kb, typed = (kb or "").strip(), (typed or "").strip()
+        if not kb:
+            return (escape_markdown(self.t["kb_pick_first"]), gr.update(visible=False), "",
+                    *(gr.skip() for _ in range(9)))
+        if typed != kb:
+            return (escape_markdown(self.t["kb_mismatch"].format(kb=kb)), gr.update(visible=True), gr.skip(),
+                    *(gr.skip() for _ in range(9)))
+        try:
+            result = self.service.delete_kb(kb)
+        except KnowledgeBaseError as error:
+            return (escape_markdown(kb_problem(error, self.language)), gr.update(visible=False), "",
+                    *self.list_documents(None), *self.load_page())
+        message = self.t["kb_deleted"].format(kb=kb, docs=result.documents, chunks=result.chunks,
+                                              uploads=result.uploads_removed)
+        return (escape_markdown(message), gr.update(visible=False), "", *self.list_documents(None),
+                *self.load_page())
+
     # ------------------------------------------------------------ uploads
     def upload(self, files: Sequence[Any] | None, kb: str | None, tags: str | None,
                progress: gr.Progress = gr.Progress()) -> Iterator[tuple[str, list[list[Any]]]]:  # noqa: B008
@@ -403,7 +454,11 @@ class WebUI:
             yield self.t["upload_none"], []
             return
         kb = (kb or self.settings.default_kb).strip() or self.settings.default_kb
-        stored, refused = self.service.store_uploads([Path(path) for path in paths], kb)
+        try:
+            stored, refused = self.service.store_uploads([Path(path) for path in paths], kb)
+        except KnowledgeBaseError as error:
+            yield escape_markdown(kb_problem(error, self.language)), []
+            return
         rows = [self._row(result.path, result) for result in refused]
         if stored:
             yield from self._ingest(stored, kb, split_tags(tags), rows, progress)
@@ -448,7 +503,7 @@ class WebUI:
         try:
             job = self.service.start_upload([Path(path) for path in paths], kb, split_tags(tags))
         except AskAnyError as error:
-            return notice_html(str(error)), [], None, gr.Timer(active=False)
+            return notice_html(kb_problem(error, self.language)), [], None, gr.Timer(active=False)
         progress, rows, _ = self.upload_progress(job.id)
         return progress, rows, job.id, gr.Timer(active=True)
 
@@ -471,8 +526,8 @@ class WebUI:
         """The document lists and choices, once an upload has finished (each tick before that skips)."""
         job = self.service.ingest_job(job_id)
         if job is None or not job.finished:
-            return tuple(gr.skip() for _ in range(8))
-        return (*self.list_documents(kb), *self.load_page())
+            return tuple(gr.skip() for _ in range(9))
+        return (*self.list_documents(kb), *self.load_page(upload_kb=job.kb))
 
     def _row(self, name: str, result: FileResult) -> list[Any]:
         return [name, self.t.get(f"status_{result.status}", result.status), result.chunks, result.reason]

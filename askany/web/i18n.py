@@ -55,6 +55,22 @@ STRINGS: dict[str, dict[str, str]] = {
         "doc_list": "文档列表", "doc_pick": "要删除的文档", "delete": "删除文档", "refresh": "刷新",
         "deleted": "已从知识库 {kb} 删除 {name}。", "not_found": "知识库 {kb} 中没有文档 {name}。",
         "pick_doc": "请先选择知识库和要删除的文档。",
+        "kb_title": "知识库管理", "kb_new": "新知识库名称", "kb_new_placeholder": "例如：人事制度",
+        "kb_create": "创建知识库", "kb_pick": "要删除的知识库", "kb_delete": "删除知识库…",
+        "kb_confirm_label": "确认删除：请输入知识库名称", "kb_confirm": "确认删除", "kb_cancel": "取消",
+        "kb_created": "已创建知识库 {kb}，现在是上传目标，也可在问答页选择。",
+        "kb_confirm_ask": "将删除知识库 {kb} 的全部 {docs} 个文档（{chunks} 个片段、向量、关键词索引和上传的文件），"
+                          "无法恢复。请在下方输入 {kb} 后点“确认删除”。",
+        "kb_deleted": "已删除知识库 {kb}：{docs} 个文档，{chunks} 个片段，{uploads} 个上传文件。",
+        "kb_cancelled": "已取消，没有删除任何内容。", "kb_pick_first": "请先选择要删除的知识库。",
+        "kb_mismatch": "输入的名称与 {kb} 不一致，没有删除。",
+        "kb_name_empty": "知识库名称不能为空。",
+        "kb_name_too_long": "知识库名称太长：最多 {max} 个字符。",
+        "kb_name_invisible": "知识库名称含有控制字符或不可见字符，请只用可见字符。",
+        "kb_name_separator": "知识库名称不能含有 / 或 \\，也不能是 . 或 ..。",
+        "kb_exists": "已有名为 {kb} 的知识库，请换一个名称。",
+        "kb_not_found": "没有名为 {kb} 的知识库。",
+        "kb_busy": "正在向 {kb} 上传文档，请等上传完成后再删除。",
         "status_title": "组件状态（与 --check 相同）", "db": "数据库", "models": "模型", "settings": "设置",
         "loaded": "已加载", "available": "可用（首次使用时加载）", "unavailable": "不可用",
         "not_configured": "未配置，使用 jieba 分词", "tokenizer": "分词", "device": "设备",
@@ -132,6 +148,23 @@ STRINGS: dict[str, dict[str, str]] = {
         "delete": "Delete document", "refresh": "Refresh",
         "deleted": "Deleted {name} from knowledge base {kb}.", "not_found": "No document {name} in {kb}.",
         "pick_doc": "Choose a knowledge base and a document first.",
+        "kb_title": "Knowledge bases", "kb_new": "New knowledge base", "kb_new_placeholder": "e.g. hr-policies",
+        "kb_create": "Create knowledge base", "kb_pick": "Knowledge base to delete",
+        "kb_delete": "Delete knowledge base…", "kb_confirm_label": "To confirm, type the knowledge base's name",
+        "kb_confirm": "Delete for good", "kb_cancel": "Cancel",
+        "kb_created": "Created knowledge base {kb}: it is now the upload target and can be chosen in the chat.",
+        "kb_confirm_ask": "This deletes all {docs} documents of {kb} ({chunks} passages, their vectors, keyword "
+                          "index and uploaded files) for good. Type {kb} below, then press Delete for good.",
+        "kb_deleted": "Deleted knowledge base {kb}: {docs} documents, {chunks} passages, {uploads} uploaded files.",
+        "kb_cancelled": "Cancelled; nothing was deleted.", "kb_pick_first": "Choose a knowledge base to delete first.",
+        "kb_mismatch": "The name typed is not {kb}; nothing was deleted.",
+        "kb_name_empty": "The knowledge base name is empty.",
+        "kb_name_too_long": "The knowledge base name is too long: at most {max} characters.",
+        "kb_name_invisible": "The knowledge base name holds control or invisible characters; use visible ones only.",
+        "kb_name_separator": "A knowledge base name cannot hold / or \\, nor be . or ..",
+        "kb_exists": "A knowledge base named {kb} already exists; choose another name.",
+        "kb_not_found": "There is no knowledge base named {kb}.",
+        "kb_busy": "Documents are being uploaded into {kb}; delete it once the upload has finished.",
         "status_title": "Components (as --check shows them)", "db": "Database", "models": "Models",
         "settings": "Settings",
         "loaded": "loaded", "available": "available (loads on first use)", "unavailable": "unavailable",
@@ -173,6 +206,18 @@ STRINGS: dict[str, dict[str, str]] = {
 def strings(language: str) -> dict[str, str]:
     """The strings for a UI language, falling back to Chinese (the first language) for unknown ones."""
     return STRINGS.get(language, STRINGS["zh"])
+
+
+def kb_problem(error: Exception, language: str) -> str:
+    """A knowledge-base error (askany.service.KnowledgeBaseError) as one sentence in the UI's language,
+    found by its code; any other error keeps its own sentence."""
+    from askany.service.knowledge_bases import MAX_KB_NAME_CHARS
+
+    key = "kb_" + str(getattr(error, "code", ""))
+    table = strings(language)
+    if key not in table:
+        return str(error)
+    return table[key].format(kb=getattr(error, "kb", "") or "", max=MAX_KB_NAME_CHARS)
 
 
 # notice code -> (key of the full text, key of the brief text); the reason (an English sentence

@@ -109,7 +109,8 @@ def empty_db(make_app: Callable[..., AskAny]) -> None:
 
 def empty_database(app: AskAny) -> None:
     with app.db.connection() as conn:
-        conn.execute("TRUNCATE documents, chunks, keyword_postings, keyword_segments, keyword_deleted, feedback CASCADE")
+        conn.execute("TRUNCATE documents, chunks, keyword_postings, keyword_segments, keyword_deleted, feedback, "
+                     "knowledge_bases CASCADE")
     app.store.drop_vectors()
 
 

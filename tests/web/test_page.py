@@ -368,11 +368,13 @@ def test_uploaded_names_cannot_leave_the_upload_folder(make_app, serve_page, upl
                           files={"files": ("../../../../逃逸2.md", b"# two\n\ntext\n", "text/markdown")})
     assert response.status_code == 200
     raw_path = response.json()[0]
-    status, table = client.predict([handle_file(str(odd)), {"path": raw_path, "meta": {"_type": "gradio.FileData"},
-                                                             "orig_name": "../../../../逃逸2.md"}],
-                                   "../../kb", "", api_name="/upload")
+    files = [handle_file(str(odd)), {"path": raw_path, "meta": {"_type": "gradio.FileData"},
+                                     "orig_name": "../../../../逃逸2.md"}]
+    status, table = client.predict(files, "../../kb", "", api_name="/upload")  # a kb name that climbs
+    assert "不能含有 /" in status and table_rows(table) == [] and not list(upload_root.rglob("*.md"))
+    status, table = client.predict(files, "kb", "", api_name="/upload")
     stored = sorted(str(p.relative_to(upload_root)) for p in upload_root.rglob("*") if p.is_file())
-    folder = "%2E.%2F..%2Fkb/"  # the knowledge base "../../kb" has its own folder, encoded, inside the root
+    folder = "kb/"
     assert len(stored) == 2 and all(p.startswith(folder) and "/" not in p[len(folder):] for p in stored), stored
     assert not any(ch in "".join(stored) for ch in "\u202e\u200b\\")
     assert not list(tmp_path.glob("逃逸*")) and not list(Path("/").glob("逃逸*"))
@@ -451,3 +453,37 @@ def test_source_viewer_shows_the_passage_in_its_document(make_app, serve_page, t
     assert all(f"规则{n}" in whole for n in range(1, 9)) and "全文" in whole and "askany-ctx-hit" in whole
     gone = client.predict("999999999", api_name="/view_source")
     assert "no longer stored" in gone
+
+
+@pytest.mark.usefixtures("empty_db")
+def test_knowledge_bases_created_and_deleted_with_messages_in_both_languages(make_app, tmp_path) -> None:
+    """The page's kb handlers: hostile names get one line in the page's language; delete asks for the name."""
+    from askany.ingestion.pipeline import Ingestor
+
+    zh, en = WebUI(Service(app=make_app())), WebUI(Service(app=make_app(ui_language="en")))
+    hostile = {"": ("不能为空", "is empty"), "x" * 65: ("最多 64 个字符", "at most 64"),
+               "a\x00b": ("不可见字符", "invisible"), "hr\u202e": ("不可见字符", "invisible"),
+               "../etc": ("不能含有 /", "cannot hold /"), "全角／": ("不能含有 /", "cannot hold /")}
+    for name, (chinese, english) in hostile.items():
+        for ui, expected in ((zh, chinese), (en, english)):
+            message = ui.create_kb(name)[0]
+            assert expected in message and "\n" not in message, (name, message)
+    assert zh.service.kb_names() == []
+
+    message, box, *lists = zh.create_kb("人事")
+    assert "已创建知识库 人事" in message and box == ""
+    assert lists[6]["value"] == "人事" and "人事" in lists[6]["choices"]  # the upload target
+    assert ["人事", 0, 0, 0] in lists[0] and "人事" in lists[4]["choices"]  # the chat filter lists it
+    assert "已有名为 人事" in zh.create_kb("人事")[0] and "already exists" in en.create_kb("人事")[0]
+    Ingestor(zh.service.app).run([write(tmp_path / "docs", "员工手册.md", LEAVE_DOC)], kb="人事", progress=False)
+
+    message, row, _ = zh.ask_delete_kb("人事")
+    assert row["visible"] is True and "1 个文档" in message
+    assert en.ask_delete_kb("")[1]["visible"] is False
+    message, row, *_ = zh.confirm_delete_kb("人事", "人")
+    assert "不一致" in message and row["visible"] is True and zh.service.kb_names() == ["人事"]
+    message, row, box, summary, *_ = zh.confirm_delete_kb("人事", " 人事 ")
+    assert "已删除知识库 人事：1 个文档" in message and row["visible"] is False and summary == []
+    assert "There is no knowledge base named 人事" in en.confirm_delete_kb("人事", "人事")[0]
+    progress, *_ = en.start_upload([str(write(tmp_path / "up", "a.md", LEAVE_DOC))], "a/b", "")
+    assert "cannot hold /" in progress
