@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import html
 import logging
+import os
+import secrets
 import time
 from importlib import resources
+from pathlib import Path
 
 import gradio as gr
 
@@ -41,14 +44,43 @@ def private(name: str) -> dict[str, str]:
     return {"api_name": name, "api_visibility": "private"}
 
 
+def conversation_secret(data_dir: Path) -> str | None:
+    """The key Gradio encrypts a saved conversation with in the browser, kept in DATA_DIR (mode 0600):
+    with Gradio's own key, new in every process, a conversation would not survive a server restart.
+    Two processes creating it at once end with the same key (written aside, then linked into place).
+    None (Gradio's key) when the folder cannot hold it."""
+    path = data_dir / "page-secret"
+    try:
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            aside = path.with_name(f".page-secret-{os.getpid()}")
+            handle = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(handle, secrets.token_urlsafe(32).encode("ascii"))
+            finally:
+                os.close(handle)
+            try:
+                os.link(aside, path)  # fails if another process was first: its key is the one
+            except FileExistsError:
+                pass
+            finally:
+                aside.unlink(missing_ok=True)
+        return path.read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError) as error:
+        log.warning("Saved conversations will not survive a restart: cannot keep a key in %s (%s)", data_dir, error)
+        return None
+
+
 def build_app(service: Service) -> gr.Blocks:
     """The whole page: chat, documents and status tabs, wired to a `WebUI` for `service`."""
     ui = WebUI(service)
     t, settings = ui.t, service.settings
     with gr.Blocks(title=t["title"], analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         conversation = gr.State(Conversation())
-        # The conversation again, in the browser's localStorage (encrypted by Gradio), for reloads.
-        saved = gr.BrowserState(None, storage_key="askany-conversation")
+        # The conversation again, in the browser's localStorage (encrypted by Gradio), for reloads
+        # of the page and restarts of the server.
+        saved = gr.BrowserState(None, storage_key="askany-conversation",
+                                secret=conversation_secret(settings.data_dir))
         gr.Markdown(f"## {escape_markdown(t['title'])}\n{escape_markdown(t['subtitle'])}")
         banner = gr.HTML("", elem_id="askany-banner", js_on_load=None)
         with gr.Tabs():

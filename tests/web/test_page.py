@@ -75,6 +75,18 @@ def test_upload_destination_stays_inside(tmp_path: Path) -> None:
         upload_destination(root, "  ", "a.md")
 
 
+def test_the_saved_conversations_key_is_kept_in_the_data_folder(tmp_path: Path) -> None:
+    from askany.web.app import conversation_secret
+
+    key = conversation_secret(tmp_path / "data")
+    assert key and len(key) >= 40 and conversation_secret(tmp_path / "data") == key  # a restart finds it again
+    assert (tmp_path / "data" / "page-secret").stat().st_mode & 0o777 == 0o600
+    assert [path.name for path in (tmp_path / "data").iterdir()] == ["page-secret"]  # nothing left aside
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert conversation_secret(blocked) is None  # Gradio's own key, with a warning
+
+
 def test_follow_up_questions_are_searched_with_their_topic() -> None:
     turns = [Turn(question="如何安装这个软件？", topic="如何安装这个软件？", answer="先下载安装包[1]。")]
     assert retrieval_query("那第二步呢？", turns) == ("如何安装这个软件？ 那第二步呢？", "如何安装这个软件？")
