@@ -57,9 +57,12 @@ def postmaster(pgdata: Path) -> int | None:
 
 
 def handles(pgdata: Path) -> list[int]:
-    """pgserver's list of the processes using the server."""
+    """pgserver's list of the processes using the server (empty while pgserver rewrites it in place)."""
     path = pgdata / ".handle_pids.json"
-    return json.loads(path.read_text()) if path.exists() else []
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
 
 
 def wait_for(condition: Callable[[], object], process: subprocess.Popen[str] | None = None,
