@@ -34,10 +34,26 @@ def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "RERANKER_MODEL": str(data_dir / "no-reranker-model"), "LLM_BACKEND": "none", **extra}
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
 def askany(data_dir: Path, *args: str, **extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "askany.main", *args], env=cli_env(data_dir, **extra),
-                            cwd=data_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", "askany.main", *args], env=cli_env(data_dir, **extra),
+                               cwd=data_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    _started.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _no_command_outlives_its_test() -> object:
+    """A test that fails half-way must not leave its command (a page server, say) running."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
