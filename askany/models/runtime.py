@@ -22,6 +22,7 @@ Nothing here imports onnxruntime, onnx or torch at import time: only a load does
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -30,6 +31,8 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,8 +66,15 @@ CHECK_TEXTS = (
 )
 CHECK_QUESTIONS = ("年假有多少天？", "中国最长的河流是哪条？")
 
+#: Feed-forward output projections (from the first layer on) left in fp32 in int8 models: their inputs,
+#: the GELU outputs, carry the outliers per-tensor activation quantization handles worst. Measured on
+#: all-MiniLM-L6-v2 (bench/encoders.py): mean cosine to torch 0.987 with none kept, 0.992 with 2,
+#: 0.996 with all 6; 2 of bge-m3's 24 cost about 3 % of its matrix work.
+FFN_DOWN_FP32 = 2
 #: The least cosine, text by text, between the ONNX and the torch vectors.
-MIN_COSINE = {"onnx": 0.999, "onnx-int8": 0.98}
+MIN_COSINE = {"onnx": 0.999, "onnx-int8": 0.97}
+#: The least mean cosine over the check texts.
+MIN_MEAN_COSINE = {"onnx": 0.9995, "onnx-int8": 0.99}
 #: The largest reranker score difference, as a share of the torch scores' spread (plus 1, so that
 #: a model giving every pair nearly the same score is not held to a vanishing tolerance).
 MAX_SCORE_GAP = {"onnx": 0.005, "onnx-int8": 0.1}
@@ -94,7 +104,8 @@ class RuntimeState:
 # ---------------------------------------------------------------- which runtime
 
 def runtime_setting(settings: Settings, role: Role) -> str:
-    return str(getattr(settings, f"{role.name}_runtime"))
+    """The role's runtime setting (auto, torch, onnx, onnx-int8); torch for a role without one."""
+    return str(getattr(settings, role.runtime_setting.lower())) if role.runtime_setting else "torch"
 
 
 def missing_packages() -> list[str]:
@@ -113,10 +124,6 @@ def wanted_runtime(settings: Settings, role: Role, device: str) -> tuple[str, st
     if missing:
         return "torch", f"auto: onnx-int8 needs {', '.join(missing)} (pip install {' '.join(missing)})"
     return "onnx-int8", ""
-
-
-def _setting_name(role: Role) -> str:
-    return f"{role.name.upper()}_RUNTIME"
 
 
 # ---------------------------------------------------------------- the cache
@@ -207,7 +214,7 @@ def apply_runtime(settings: Settings, role: Role, folder: Path, model: Any, devi
         reason = first_line(error)[:500]
         state = RuntimeState(setting, "torch", f"{runtime} export failed: {reason}", fallback=True)
         log.warning("The %s model stays on torch: %s could not be used (%s); set %s=torch to silence this",
-                    role.name, runtime, reason, _setting_name(role))
+                    role.name, runtime, reason, role.runtime_setting)
     state.setting = setting
     model.askany_runtime = state
     return model
@@ -272,23 +279,46 @@ def _export(folder: Path, model: Any, runtime: str, out: Path) -> dict[str, Any]
     fp32.parent.mkdir()
     _torch_export(model, cross, fp32)
     if runtime == "onnx-int8":
-        _quantize(fp32, out / ONNX_FILE)
+        agreement, kept = _quantize_checked(model, cross, reference, fp32, out / ONNX_FILE)
         shutil.rmtree(fp32.parent)
     else:
         for file in fp32.parent.iterdir():
             file.rename(out / file.name)
         fp32.parent.rmdir()
-    original = _swap_in(model, out / ONNX_FILE)
-    agreement = _agreement(reference, _probe(model, cross), cross, runtime)
-    if not agreement["ok"]:
-        model[0].model = original  # torch again
-        raise OnnxExportError(f"the {runtime} model disagrees with torch on the check texts ({agreement['what']})")
+        agreement, kept = _check(model, cross, reference, out / ONNX_FILE, runtime), None
     import onnxruntime
     import torch
 
     return {"runtime": runtime, "recipe": RECIPE, "exported": now(), "source": str(folder),
-            "seconds": round(time.monotonic() - started, 1), "check": agreement,
+            "seconds": round(time.monotonic() - started, 1), "check": agreement, "kept_fp32": kept,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _check(model: Any, cross: bool, reference: Any, path: Path, runtime: str) -> dict[str, Any]:
+    """Swap the ONNX model at `path` in and compare it with torch; torch again (and raise) when it disagrees."""
+    original = _swap_in(model, path)
+    agreement = _agreement(reference, _probe(model, cross), cross, runtime)
+    if not agreement["ok"]:
+        model[0].model = original
+        raise OnnxExportError(f"the {runtime} model disagrees with torch on the check texts ({agreement['what']})")
+    return agreement
+
+
+def _quantize_checked(model: Any, cross: bool, reference: Any, fp32: Path, target: Path) -> tuple[dict, str]:
+    """int8 with the first FFN_DOWN_FP32 feed-forward output projections kept in fp32; when that disagrees
+    with torch, once more with every one of them in fp32 (slower, closer)."""
+    downs = _ffn_down_projections(fp32, model[0].model.config.intermediate_size)
+    attempts = [(f"first {min(FFN_DOWN_FP32, len(downs))} of {len(downs)} FFN output projections",
+                 downs[:FFN_DOWN_FP32]), (f"all {len(downs)} FFN output projections", downs)]
+    for number, (kept, names) in enumerate(attempts):
+        _quantize(fp32, target, names)
+        try:
+            return _check(model, cross, reference, target, "onnx-int8"), kept
+        except OnnxExportError:
+            if number == len(attempts) - 1 or not downs:
+                raise
+            log.info("int8 with the %s in fp32 disagrees with torch; trying with all of them", kept)
+    raise AssertionError("unreachable")
 
 
 def _is_cross_encoder(model: Any) -> bool:
@@ -319,14 +349,15 @@ def _agreement(reference: Any, got: Any, cross: bool, runtime: str) -> dict[str,
     norms = np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1)
     cosine = np.sum(reference * got, axis=1) / np.maximum(norms, 1e-12)
     least = float(cosine.min())
-    return {"ok": least >= MIN_COSINE[runtime], "min_cosine": round(least, 5),
-            "mean_cosine": round(float(cosine.mean()), 5),
-            "what": f"least cosine {least:.4f}, needed {MIN_COSINE[runtime]}"}
+    mean = float(cosine.mean())
+    return {"ok": least >= MIN_COSINE[runtime] and mean >= MIN_MEAN_COSINE[runtime],
+            "min_cosine": round(least, 5), "mean_cosine": round(mean, 5),
+            "what": f"cosine mean {mean:.4f} and least {least:.4f}, needed {MIN_MEAN_COSINE[runtime]} and "
+                    f"{MIN_COSINE[runtime]}"}
 
 
 def _torch_export(model: Any, cross: bool, path: Path) -> None:
     """torch.onnx.export of the transformer alone, batch and length dynamic."""
-    import contextlib
     import io
 
     import torch
@@ -347,27 +378,51 @@ def _torch_export(model: Any, cross: bool, path: Path) -> None:
             given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
             return getattr(self.inner(**{name: given[name] for name in names}, return_dict=True), output)
 
-    axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    axes[output] = {0: "batch", 1: "sequence"} if not cross else {0: "batch"}
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    shapes = {name: {0: batch, 1: sequence} for name in names}
     device = next(hf_model.parameters()).device
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its steps
+    # The exporter prints its steps and warns about torch internals: neither is the user's business.
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
+            _quiet("torch.onnx"):
+        warnings.simplefilter("ignore")
         torch.onnx.export(Traced().eval(), tuple(sample[name].to(device) for name in names), str(path),
-                          input_names=names, output_names=[output], dynamic_axes=axes, opset_version=18,
+                          input_names=names, output_names=[output], dynamic_shapes=shapes, opset_version=18,
                           dynamo=True, external_data=True, verbose=False)
 
 
-def _quantize(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization of the MatMul weights (activations quantized per batch at run time)."""
+def _ffn_down_projections(path: Path, intermediate_size: int) -> list[str]:
+    """The feed-forward output projections (MatMuls whose constant weight has `intermediate_size` rows),
+    in layer order: their inputs, the GELU outputs, have the outliers that int8 handles worst."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    shapes = {item.name: list(item.dims) for item in graph.initializer}
+    return [node.name for node in graph.node if node.op_type == "MatMul"
+            and any(shapes.get(name, [0])[0] == intermediate_size and len(shapes.get(name, [])) == 2
+                    for name in node.input[1:])]
+
+
+def _quantize(source: Path, target: Path, keep_fp32: list[str]) -> None:
+    """Dynamic int8 quantization of the MatMul weights, per output channel (activations are quantized
+    per batch at run time), except the nodes in `keep_fp32`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs every tensor at INFO, and a hint at WARNING, on the root
-    try:
+    with _quiet(None):  # the quantizer logs every tensor at INFO, and a hint at WARNING, on the root logger
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], use_external_data_format=False)
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=keep_fp32,
+                         use_external_data_format=False)
+
+
+@contextlib.contextmanager
+def _quiet(name: str | None) -> Iterator[None]:
+    """Only errors from the logger `name` (None: the root logger) inside the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
     finally:
-        root.setLevel(level)
+        logger.setLevel(level)
 
 
 def _swap_in(model: Any, path: Path) -> Any:

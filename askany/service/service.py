@@ -194,6 +194,10 @@ class Service:
 
         status = collect_status(self.settings, db_probe=db_probe)
         status["loaded"] = {role: self.app.models.loaded(role) for role in ROLES}
+        for role, state in status["models"].items():  # a loaded encoder says what it really runs on
+            running = getattr(self.app.models.value(role), "askany_runtime", None)
+            if running is not None and state.get("runtime") is not None:
+                state["runtime"] = running.as_dict()
         return status
 
     def model_problems(self) -> dict[str, str]:

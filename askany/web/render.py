@@ -17,7 +17,7 @@ from typing import Any
 
 from askany.core.text import CITATION
 from askany.service import QAResult, Source, Turn
-from askany.service.status import remote_summary
+from askany.service.status import remote_summary, runtime_summary
 from askany.web.i18n import answer_notices, strings
 
 STAGE_ORDER = ("embed", "keyword", "vector", "rerank", "load", "first_token", "generate", "extract", "total")
@@ -208,7 +208,8 @@ def render_status(status: dict[str, Any], loaded: dict[str, bool], language: str
             rows.append(("ok", label, remote_summary(state)))
         elif state.get("ok"):
             how = t["loaded"] if loaded.get(role) else t["available"]
-            rows.append(("ok", label, f"{how}: {state.get('name')} → {state.get('path')} ({state.get('source')})"))
+            rows.append(("ok", label, f"{how}: {state.get('name')} → {state.get('path')} ({state.get('source')})"
+                                      f"{runtime_summary(state)}"))
         else:
             rows.append(("bad", label, f"{t['unavailable']}: {state.get('problem')}"))
     ocr = status.get("ocr") or {}
