@@ -254,7 +254,8 @@ def _export_once(settings: Settings, folder: Path, model: Any, runtime: str, key
         partial = Path(tempfile.mkdtemp(prefix=f".partial-{folder.name}-", dir=root))
         failed = root / f"{name}.failed.json"
         try:
-            record = _export(folder, model, runtime, partial)
+            fp32_found = find_export(settings, folder, "onnx", key)[0] if runtime == "onnx-int8" else None
+            record = _export(folder, model, runtime, partial, fp32_found and fp32_found / ONNX_FILE)
             write_json(partial / RECORD, record)
             partial.rename(target)
         except OnnxExportError as error:
@@ -270,18 +271,23 @@ def _export_once(settings: Settings, folder: Path, model: Any, runtime: str, key
     return target, record
 
 
-def _export(folder: Path, model: Any, runtime: str, out: Path) -> dict[str, Any]:
-    """Export `model`'s transformer into `out/model.onnx`, check it against torch and leave it swapped in."""
+def _export(folder: Path, model: Any, runtime: str, out: Path, fp32_export: Path | None) -> dict[str, Any]:
+    """Export `model`'s transformer into `out/model.onnx`, check it against torch and leave it swapped in.
+    For int8, `fp32_export` is a cached fp32 export of the same folder to quantize, if there is one."""
     started = time.monotonic()
     cross = _is_cross_encoder(model)
     reference = _probe(model, cross)
     fp32 = out / "fp32" / ONNX_FILE
-    fp32.parent.mkdir()
-    _torch_export(model, cross, fp32)
-    if runtime == "onnx-int8":
+    if runtime == "onnx-int8" and fp32_export is not None:  # the fp32 export is quantized, not made again
+        agreement, kept = _quantize_checked(model, cross, reference, fp32_export, out / ONNX_FILE)
+    elif runtime == "onnx-int8":
+        fp32.parent.mkdir()
+        _torch_export(model, cross, fp32)
         agreement, kept = _quantize_checked(model, cross, reference, fp32, out / ONNX_FILE)
         shutil.rmtree(fp32.parent)
     else:
+        fp32.parent.mkdir()
+        _torch_export(model, cross, fp32)
         for file in fp32.parent.iterdir():
             file.rename(out / file.name)
         fp32.parent.rmdir()
