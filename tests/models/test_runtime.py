@@ -34,14 +34,23 @@ def exports(folder: Path) -> list[str]:
     return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) if cache.is_dir() else []
 
 
-def test_onnx_export_is_made_once_reused_and_agrees_with_torch(make_settings, embedding_copy: Path,
+def test_onnx_export_is_made_once_reused_and_agrees_with_torch(make_app, make_settings, embedding_copy: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = make_settings(embedding_model=str(embedding_copy), embedding_runtime="onnx")
-    before = role_status(settings, "embedding").runtime
+    service = Service(app=make_app(embedding_model=str(embedding_copy), embedding_runtime="onnx"))
+    settings = service.settings
+    before = service.status(db_probe=False)["models"]["embedding"]["runtime"]
     assert before["runtime"] == "onnx" and before["detail"] == "exported on first load"
 
-    model = load_embedding(settings)
+    model = service.app.models.embedding()  # the first load exports
     assert model.askany_runtime.runtime == "onnx" and "exported 20" in str(model.askany_runtime)
+    features = model.tokenizer(TEXTS, truncation=True, max_length=model.max_seq_length, padding=False)
+    assert service.embed(TEXTS).tokens == sum(len(ids) for ids in features["input_ids"])  # still counted
+    status = service.status(db_probe=False)["models"]
+    assert status["embedding"]["runtime"]["summary"] == str(model.askany_runtime)
+    assert status["embedding"]["runtime"]["path"].endswith("model.onnx") and status["llm"]["runtime"] is None
+    from askany.web.render import render_status
+
+    assert f"runtime {model.askany_runtime}" in render_status(service.status(db_probe=False), {}, "en")
     [entry] = exports(embedding_copy)
     assert entry.startswith("tiny-embedding-onnx-") and not any(p.name.startswith(".partial")
                                                                for p in (embedding_copy.parent / ".askany-onnx").iterdir())
@@ -119,20 +128,3 @@ def test_a_wrong_runtime_is_one_sentence(make_settings) -> None:
     message = str(caught.value)
     assert message.startswith("Invalid setting RERANKER_RUNTIME (got 'tensorrt'):")
     assert "'auto', 'torch', 'onnx' or 'onnx-int8'" in message
-
-
-def test_status_shows_the_runtime_in_use_and_tokens_are_counted(make_app, embedding_copy: Path) -> None:
-    service = Service(app=make_app(embedding_model=str(embedding_copy), embedding_runtime="onnx"))
-    assert service.status(db_probe=False)["models"]["embedding"]["runtime"]["detail"] == "exported on first load"
-    model = service.app.models.embedding()  # loads (and exports) the model
-    features = model.tokenizer(TEXTS, truncation=True, max_length=model.max_seq_length, padding=False)
-    assert service.embed(TEXTS).tokens == sum(len(ids) for ids in features["input_ids"])  # still counted
-    shown = service.status(db_probe=False)["models"]["embedding"]
-    assert shown["runtime"]["runtime"] == "onnx" and shown["runtime"]["path"].endswith("model.onnx")
-    assert shown["runtime"]["summary"].startswith("onnx (exported ")
-    assert service.status(db_probe=False)["models"]["llm"]["runtime"] is None  # no runtime for other roles
-
-    from askany.web.render import render_status
-
-    page = render_status(service.status(db_probe=False), {"embedding": True}, "en")
-    assert "runtime onnx (exported " in page
