@@ -179,10 +179,12 @@ class RoleStatus:
         return self.problem is None
 
 
-def role_status(settings: Settings, role: str | Role, probe: bool = True) -> RoleStatus:
+def role_status(settings: Settings, role: str | Role, probe: bool = True, runtime: bool = True) -> RoleStatus:
     """What `--check` reports for a role, without loading its weights or downloading anything.
 
-    A role on a server is asked once (`askany.models.remote.probe`) unless ``probe`` is false."""
+    A role on a server is asked once (`askany.models.remote.probe`) unless ``probe`` is false; a local
+    encoder's runtime (`askany.models.runtime`, read from its export cache) is given unless ``runtime``
+    is false."""
     role = get_role(role)
     name = role.configured_name(settings)
     offline = role.local_only(settings)
@@ -207,10 +209,10 @@ def role_status(settings: Settings, role: str | Role, probe: bool = True) -> Rol
         problem = None
     except ModelUnavailableError as error:
         problem = str(error)
-    runtime = None
-    if role.runtime_setting and problem is None:
+    state = None
+    if runtime and role.runtime_setting and problem is None:
         from askany.models.runtime import runtime_status
 
-        runtime = runtime_status(settings, role, resolved.path).as_dict()
+        state = runtime_status(settings, role, resolved.path).as_dict()
     return RoleStatus(role.name, role.setting, name, str(resolved.path), resolved.source, offline,
-                      missing, problem, required, runtime=runtime)
+                      missing, problem, required, runtime=state)

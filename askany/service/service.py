@@ -210,7 +210,7 @@ class Service:
             if error is not None:
                 problems[role] = str(error)
                 continue
-            state = role_status(self.settings, role, probe=False)  # a server's failures show when it is asked
+            state = role_status(self.settings, role, probe=False, runtime=False)  # a server's failures show when asked
             if not state.ok and state.name:  # an unnamed role (HanLP unset) is not a problem
                 problems[role] = state.problem
         if self.settings.llm_backend != "transformers":
