@@ -264,7 +264,7 @@ def _export_once(settings: Settings, folder: Path, model: Any, runtime: str, key
         except Exception as error:  # noqa: BLE001 - the exporter raises anything; record it as a failure
             write_json(failed, {"error": first_line(error)[:300], "when": now(), "record": str(failed),
                                 "source": str(folder)})
-            raise OnnxExportError(f"the export failed: {first_line(error)[:300]}") from error
+            raise OnnxExportError(first_line(error)[:300]) from error  # shown as "<runtime> export failed: ..."
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     log.info("Exported %s to %s (%s) in %.0f s", folder, target, runtime, record["seconds"])
