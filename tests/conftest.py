@@ -10,5 +10,9 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# The encoders run on torch unless a test asks for ONNX (tests/models/test_runtime.py): an export
+# per tiny model folder would cost seconds in every test that loads one.
+os.environ.setdefault("EMBEDDING_RUNTIME", "torch")
+os.environ.setdefault("RERANKER_RUNTIME", "torch")
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.models"]

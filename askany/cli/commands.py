@@ -17,7 +17,7 @@ from rich.table import Table
 from askany.core.config import get_settings
 from askany.core.text import split_tags
 from askany.service.service import Service
-from askany.service.status import remote_summary
+from askany.service.status import remote_summary, runtime_summary
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -64,7 +64,8 @@ def _render_check(status: dict[str, Any]) -> None:
         elif state["ok"] and state["remote"]:
             out.print(f"[green]✓[/] {role}: {escape(remote_summary(state))}")
         elif state["ok"]:
-            out.print(f"[green]✓[/] {role}: {state['name']} → {state['path']} ({state['source']}, {mode})")
+            out.print(f"[green]✓[/] {role}: {state['name']} → {state['path']} ({state['source']}, {mode})"
+                      + escape(runtime_summary(state)))
         elif state["remote"]:
             out.print(f"[red]✗[/] {role} ({state['source']}): " + escape(state["problem"]))
         else:

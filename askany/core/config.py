@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     rerank_batch_size: int = Field(16, ge=1)
     rerank_max_length: int = Field(512, ge=16)
     rerank_top_n: int = Field(20, ge=1, le=200)
+    # How the local encoders run (askany/models/runtime.py): torch, or ONNX Runtime in fp32 (onnx)
+    # or int8 (onnx-int8), exported once from the model folder; auto: onnx-int8 on CPU, torch on a GPU.
+    embedding_runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    reranker_runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
 
     # --- models on a server (askany/models/remote.py): the three roles read alike ---
     # local: the model folder above; openai: an OpenAI-compatible /v1/embeddings (TEI, vLLM,

@@ -18,6 +18,7 @@ from askany.core.errors import ModelUnavailableError
 from askany.core.text import first_line
 from askany.models.kinds import check_folder, hanlp_transformer
 from askany.models.resolve import resolve_model
+from askany.models.runtime import apply_runtime
 
 if TYPE_CHECKING:  # the role table imports this module; roles are only passed in
     from askany.models.roles import Role
@@ -82,17 +83,19 @@ def load_sentence_transformer(settings: Settings, role: Role) -> Any:
     path = checked_folder(settings, role)
     from sentence_transformers import SentenceTransformer
 
-    return _load_guarded(role, path, lambda: SentenceTransformer(
-        str(path), device=choose_device(settings), local_files_only=True))
+    device = choose_device(settings)
+    model = _load_guarded(role, path, lambda: SentenceTransformer(str(path), device=device, local_files_only=True))
+    return apply_runtime(settings, role, path, model, device)  # EMBEDDING_RUNTIME: torch, or ONNX
 
 
 def load_cross_encoder(settings: Settings, role: Role) -> Any:
     path = checked_folder(settings, role)
     from sentence_transformers import CrossEncoder
 
-    return _load_guarded(role, path, lambda: CrossEncoder(
-        str(path), device=choose_device(settings), local_files_only=True,
-        max_length=settings.rerank_max_length))
+    device = choose_device(settings)
+    model = _load_guarded(role, path, lambda: CrossEncoder(
+        str(path), device=device, local_files_only=True, max_length=settings.rerank_max_length))
+    return apply_runtime(settings, role, path, model, device)  # RERANKER_RUNTIME
 
 
 @dataclass

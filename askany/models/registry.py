@@ -131,6 +131,10 @@ class ModelRegistry:
         """Whether the model for `key` is already in memory (never triggers a load)."""
         return self._slots[key].value is not None
 
+    def value(self, key: str) -> Any | None:
+        """The model for `key` if it is already in memory, else None (never triggers a load)."""
+        return self._slots[key].value
+
     def error(self, key: str) -> ModelUnavailableError | None:
         return self._slots[key].error
 
@@ -168,16 +172,19 @@ class RoleStatus:
     problem: str | None
     required: bool = True  # whether the settings use the role, so that --check fails without it
     remote: dict[str, Any] | None = None  # a server's role: its address, reported model, dimension
+    runtime: dict[str, Any] | None = None  # a local encoder's runtime (askany.models.runtime.RuntimeState)
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
 
-def role_status(settings: Settings, role: str | Role, probe: bool = True) -> RoleStatus:
+def role_status(settings: Settings, role: str | Role, probe: bool = True, runtime: bool = True) -> RoleStatus:
     """What `--check` reports for a role, without loading its weights or downloading anything.
 
-    A role on a server is asked once (`askany.models.remote.probe`) unless ``probe`` is false."""
+    A role on a server is asked once (`askany.models.remote.probe`) unless ``probe`` is false; a local
+    encoder's runtime (`askany.models.runtime`, read from its export cache) is given unless ``runtime``
+    is false."""
     role = get_role(role)
     name = role.configured_name(settings)
     offline = role.local_only(settings)
@@ -202,5 +209,10 @@ def role_status(settings: Settings, role: str | Role, probe: bool = True) -> Rol
         problem = None
     except ModelUnavailableError as error:
         problem = str(error)
+    state = None
+    if runtime and role.runtime_setting and problem is None:
+        from askany.models.runtime import runtime_status
+
+        state = runtime_status(settings, role, resolved.path).as_dict()
     return RoleStatus(role.name, role.setting, name, str(resolved.path), resolved.source, offline,
-                      missing, problem, required)
+                      missing, problem, required, runtime=state)

@@ -32,6 +32,8 @@ class Role:
     loader: Callable[[Settings, Role], Any]  # loads it from its folder (askany.models.loaders)
     # the backend setting's value when a server runs the model (askany.models.remote); None: local
     remote: Callable[[Settings], str | None] = lambda _settings: None
+    # the setting choosing torch or ONNX for a local encoder (askany.models.runtime); None: always torch
+    runtime_setting: str | None = None
 
     @property
     def download_command(self) -> str:
@@ -65,12 +67,14 @@ EMBEDDING = Role(
     "embedding", "EMBEDDING_MODEL", "EMBEDDING_LOCAL_FILES_ONLY", Kind.SENTENCE_TRANSFORMER,
     lambda s: None if s.embedding_enabled else "not used (EMBEDDING_ENABLED=false)",
     loaders.load_embedding_model,
-    lambda s: None if s.embedding_backend == "local" else s.embedding_backend)
+    lambda s: None if s.embedding_backend == "local" else s.embedding_backend,
+    "EMBEDDING_RUNTIME")
 RERANKER = Role(
     "reranker", "RERANKER_MODEL", "RERANKER_LOCAL_FILES_ONLY", Kind.CROSS_ENCODER,
     lambda s: None if s.reranker_enabled else "not used (RERANKER_ENABLED=false)",
     loaders.load_reranker_model,
-    lambda s: None if s.reranker_backend == "local" else s.reranker_backend)
+    lambda s: None if s.reranker_backend == "local" else s.reranker_backend,
+    "RERANKER_RUNTIME")
 # The remote LLM is not loaded through the registry: generation/backends/openai.py talks to it.
 LLM = Role(
     "llm", "LLM_MODEL", "LLM_LOCAL_FILES_ONLY", Kind.CAUSAL_LM,

@@ -335,6 +335,10 @@ class Service:
 
         status = collect_status(self.settings, db_probe=db_probe)
         status["loaded"] = {role: self.app.models.loaded(role) for role in ROLES}
+        for role, state in status["models"].items():  # a loaded encoder says what it really runs on
+            running = getattr(self.app.models.value(role), "askany_runtime", None)
+            if running is not None and state.get("runtime") is not None:
+                state["runtime"] = running.as_dict()
         return status
 
     def model_problems(self) -> dict[str, str]:
@@ -347,7 +351,7 @@ class Service:
             if error is not None:
                 problems[role] = str(error)
                 continue
-            state = role_status(self.settings, role, probe=False)  # a server's failures show when it is asked
+            state = role_status(self.settings, role, probe=False, runtime=False)  # a server's failures show when asked
             if not state.ok and state.name:  # an unnamed role (HanLP unset) is not a problem
                 problems[role] = state.problem
         if self.settings.llm_backend != "transformers":

@@ -78,3 +78,9 @@ def remote_summary(state: dict[str, Any]) -> str:
     found = state.get("remote") or {}
     dimension = f", {found['dimension']} dimensions" if found.get("dimension") else ""
     return f"{state.get('name')} on {found.get('base')} ({state.get('source')}, reachable{dimension})"
+
+
+def runtime_summary(state: dict[str, Any]) -> str:
+    """`, runtime onnx-int8 (exported 2026-12-01)` for a local encoder, '' for any other role."""
+    runtime = state.get("runtime")
+    return f", runtime {runtime['summary']}" if runtime else ""

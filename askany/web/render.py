@@ -18,7 +18,7 @@ from typing import Any
 
 from askany.service import QAResult, Source, Turn
 from askany.service.service import PassageContext
-from askany.service.status import remote_summary
+from askany.service.status import remote_summary, runtime_summary
 from askany.web.i18n import answer_notices, strings
 from askany.web.markup import markdown_html, plain_html, source_anchor
 
@@ -254,7 +254,8 @@ def render_status(status: dict[str, Any], loaded: dict[str, bool], language: str
             rows.append(("ok", label, remote_summary(state)))
         elif state.get("ok"):
             how = t["loaded"] if loaded.get(role) else t["available"]
-            rows.append(("ok", label, f"{how}: {state.get('name')} → {state.get('path')} ({state.get('source')})"))
+            rows.append(("ok", label, f"{how}: {state.get('name')} → {state.get('path')} ({state.get('source')})"
+                                      f"{runtime_summary(state)}"))
         else:
             rows.append(("bad", label, f"{t['unavailable']}: {state.get('problem')}"))
     ocr = status.get("ocr") or {}

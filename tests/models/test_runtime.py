@@ -1,0 +1,130 @@
+"""EMBEDDING_RUNTIME / RERANKER_RUNTIME: ONNX export once into the cache beside the folder, reuse,
+the check against torch, and torch kept with a notice on any failure (tiny local models)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from askany.core.errors import ConfigError
+from askany.models import runtime
+from askany.models.registry import load_embedding, load_reranker, role_status
+from askany.models.roles import EMBEDDING, RERANKER
+from askany.service import Service
+
+TEXTS = ["员工每年可以享受十五天带薪年假。", "数据库每天凌晨两点自动备份。", "kubectl rollout undo deployment/web"]
+
+
+@pytest.fixture
+def embedding_copy(tiny_embedding_dir: Path, tmp_path: Path) -> Path:
+    """A folder of its own, so its export cache (beside it) belongs to this test alone."""
+    return Path(shutil.copytree(tiny_embedding_dir, tmp_path / "models" / "tiny-embedding"))
+
+
+@pytest.fixture
+def reranker_copy(tiny_reranker_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_reranker_dir, tmp_path / "models" / "tiny-reranker"))
+
+
+def exports(folder: Path) -> list[str]:
+    cache = folder.parent / runtime.CACHE_DIR
+    return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) if cache.is_dir() else []
+
+
+def test_onnx_export_is_made_once_reused_and_agrees_with_torch(make_app, make_settings, embedding_copy: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    service = Service(app=make_app(embedding_model=str(embedding_copy), embedding_runtime="onnx"))
+    settings = service.settings
+    before = service.status(db_probe=False)["models"]["embedding"]["runtime"]
+    assert before["runtime"] == "onnx" and before["detail"] == "exported on first load"
+
+    model = service.app.models.embedding()  # the first load exports
+    assert model.askany_runtime.runtime == "onnx" and "exported 20" in str(model.askany_runtime)
+    features = model.tokenizer(TEXTS, truncation=True, max_length=model.max_seq_length, padding=False)
+    assert service.embed(TEXTS).tokens == sum(len(ids) for ids in features["input_ids"])  # still counted
+    status = service.status(db_probe=False)["models"]
+    assert status["embedding"]["runtime"]["summary"] == str(model.askany_runtime)
+    assert status["embedding"]["runtime"]["path"].endswith("model.onnx") and status["llm"]["runtime"] is None
+    from askany.web.render import render_status
+
+    assert f"runtime {model.askany_runtime}" in render_status(service.status(db_probe=False), {}, "en")
+    [entry] = exports(embedding_copy)
+    assert entry.startswith("tiny-embedding-onnx-") and not any(p.name.startswith(".partial")
+                                                               for p in (embedding_copy.parent / ".askany-onnx").iterdir())
+    torch_model = load_embedding(make_settings(embedding_model=str(embedding_copy), embedding_runtime="torch"))
+    assert torch_model.askany_runtime.runtime == "torch"
+    onnx_vectors = model.encode(TEXTS, normalize_embeddings=True)
+    torch_vectors = torch_model.encode(TEXTS, normalize_embeddings=True)
+    assert onnx_vectors.shape == torch_vectors.shape
+    assert np.allclose(onnx_vectors, torch_vectors, atol=1e-4)
+
+    def no_export(*_args: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(runtime, "_torch_export", no_export)
+    again = load_embedding(settings)  # a new process would do the same: the cache is on disk
+    assert again.askany_runtime.runtime == "onnx" and exports(embedding_copy) == [entry]
+    assert np.allclose(again.encode(TEXTS, normalize_embeddings=True), onnx_vectors, atol=1e-6)
+    shown = role_status(settings, "embedding").runtime
+    assert shown["runtime"] == "onnx" and shown["summary"].startswith("onnx (exported 20")
+
+    # int8 quantizes the cached fp32 export (no second export); random tiny weights quantize badly,
+    # so the check is relaxed here: what it guards is tested below
+    monkeypatch.setitem(runtime.MIN_COSINE, "onnx-int8", 0.0)
+    monkeypatch.setitem(runtime.MIN_MEAN_COSINE, "onnx-int8", 0.0)
+    int8 = load_embedding(make_settings(embedding_model=str(embedding_copy), embedding_runtime="onnx-int8"))
+    assert int8.askany_runtime.runtime == "onnx-int8" and len(exports(embedding_copy)) == 2
+    assert int8.encode(TEXTS, normalize_embeddings=True).shape == onnx_vectors.shape
+
+    (embedding_copy / "README.md").write_text("changed", encoding="utf-8")  # a changed folder: a new key
+    assert role_status(settings, "embedding").runtime["detail"] == "exported on first load"
+
+
+def test_a_failed_check_keeps_torch_with_a_notice_and_is_not_retried(make_settings, reranker_copy: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(runtime.MAX_SCORE_GAP, "onnx", -1.0)  # no export can agree
+    settings = make_settings(reranker_model=str(reranker_copy), reranker_runtime="onnx")
+    model = load_reranker(settings)
+    state = model.askany_runtime
+    assert state.runtime == "torch" and state.fallback
+    assert str(state).startswith("torch (onnx export failed: the onnx model disagrees with torch")
+    assert any("stays on torch" in r.message and "RERANKER_RUNTIME" in r.message for r in caplog.records)
+    assert model.predict([("年假", TEXTS[0])]).shape == (1,)  # the torch model still answers
+    assert type(model[0].model).__name__.endswith("ForSequenceClassification")
+
+    monkeypatch.setattr(runtime, "_torch_export", lambda *_: pytest.fail("retried a recorded failure"))
+    assert load_reranker(settings).askany_runtime.runtime == "torch"
+    shown = role_status(settings, "reranker").runtime
+    assert shown["runtime"] == "torch" and "onnx export failed" in shown["summary"]
+
+
+def test_missing_packages_keep_torch_with_a_notice(make_settings, embedding_copy: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "missing_packages", lambda: ["onnxscript"])
+    explicit = load_embedding(make_settings(embedding_model=str(embedding_copy), embedding_runtime="onnx-int8"))
+    assert str(explicit.askany_runtime) == ("torch (onnx-int8 export failed: it needs the packages onnxscript "
+                                            "(pip install onnxscript))")
+    auto = make_settings(embedding_model=str(embedding_copy), embedding_runtime="auto")
+    assert load_embedding(auto).askany_runtime.runtime == "torch"
+    assert "needs onnxscript" in role_status(auto, "embedding").runtime["detail"]
+    assert exports(embedding_copy) == []
+
+
+def test_auto_is_int8_on_cpu_and_torch_on_a_gpu(make_settings) -> None:
+    settings = make_settings(embedding_runtime="auto", reranker_runtime="torch")
+    assert runtime.wanted_runtime(settings, EMBEDDING, "cpu")[0] == ("onnx-int8" if not runtime.missing_packages()
+                                                                     else "torch")
+    assert runtime.wanted_runtime(settings, EMBEDDING, "cuda") == ("torch", "auto on cuda")
+    assert runtime.wanted_runtime(settings, RERANKER, "cpu") == ("torch", "")
+
+
+def test_a_wrong_runtime_is_one_sentence(make_settings) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_settings(reranker_runtime="tensorrt")
+    message = str(caught.value)
+    assert message.startswith("Invalid setting RERANKER_RUNTIME (got 'tensorrt'):")
+    assert "'auto', 'torch', 'onnx' or 'onnx-int8'" in message
