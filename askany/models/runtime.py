@@ -253,6 +253,9 @@ def _export_once(settings: Settings, folder: Path, model: Any, runtime: str, key
             shutil.rmtree(stale, ignore_errors=True)
         partial = Path(tempfile.mkdtemp(prefix=f".partial-{folder.name}-", dir=root))
         failed = root / f"{name}.failed.json"
+        # Said before it starts: for bge-m3 this is minutes of CPU at a first query or ingestion.
+        log.warning("Exporting %s for ONNX Runtime (%s), once: a large model takes a few minutes and several "
+                    "GB of memory (EMBEDDING_RUNTIME or RERANKER_RUNTIME=torch skips it)", folder, runtime)
         try:
             fp32_found = find_export(settings, folder, "onnx", key)[0] if runtime == "onnx-int8" else None
             record = _export(folder, model, runtime, partial, fp32_found and fp32_found / ONNX_FILE)
