@@ -41,7 +41,9 @@ def environment(data_dir: Path, models: dict[str, Path], port: int, batch_size: 
     return {**os.environ, "DATA_DIR": str(data_dir), "MODELS_DIR": str(data_dir / "models"),
             "EMBEDDING_MODEL": str(models["embedding"]), "RERANKER_MODEL": str(models["reranker"]),
             "LLM_MODEL": str(models["llm"]), "LLM_BACKEND": "transformers", "LLM_MAX_NEW_TOKENS": "8",
-            "DEVICE": "cpu", "API_PORT": str(port), "EMBEDDING_BATCH_SIZE": str(batch_size), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(common.ROOT)}
+            "DEVICE": "cpu", "API_PORT": str(port), "EMBEDDING_BATCH_SIZE": str(batch_size), "HF_HUB_OFFLINE": "1",
+            # torch, as the direct encode it is compared with (the default would be onnx-int8 on a CPU)
+            "EMBEDDING_RUNTIME": "torch", "RERANKER_RUNTIME": "torch", "PYTHONPATH": str(common.ROOT)}
 
 
 BLOCK = 10  # batches per block in the one-at-a-time comparison
