@@ -274,18 +274,15 @@ class KeywordIndex:
         return merges
 
     def drop_kb(self, conn: psycopg.Connection, kb: str) -> int:
-        """Remove a knowledge base's segments, postings and tombstones in the caller's transaction (its
-        chunks are deleted in it too, so the index still matches the chunks); returns the segments removed.
-
-        A merge of its partitions finishes first (the merge lock), and not while the index is rebuilt.
-        The partition rows stay: an ingestion that has just looked one up may still write into it."""
-        parts = [row[0] for row in conn.execute("SELECT id FROM keyword_partitions WHERE kb = %s ORDER BY id",
-                                                (kb,))]
+        """Remove a kb's segments, postings and tombstones in the caller's transaction, which deletes its
+        chunks too; returns the segments removed. Waits for merges of its partitions (their locks, in id
+        order) and for a rebuild. Partition rows stay: an ingestion may have just looked one up."""
+        parts = [row[0] for row in conn.execute(
+            "SELECT id FROM keyword_partitions WHERE kb = %s ORDER BY id", (kb,))]
         if not parts:
             return 0
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REBUILD_LOCK,))
-        for part in parts:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (MERGE_LOCK, part))
+        conn.execute("SELECT pg_advisory_xact_lock(%s, part) FROM unnest(%s::int4[]) AS part", (MERGE_LOCK, parts))
         conn.execute("DELETE FROM keyword_postings p USING keyword_segments s WHERE p.segment = s.id "
                      "AND s.part = ANY(%s)", (parts,))
         removed = conn.execute("DELETE FROM keyword_segments WHERE part = ANY(%s)", (parts,)).rowcount
