@@ -49,7 +49,17 @@ def environment(data_dir: Path, models: dict[str, Path], port: int, batch_size: 
 BLOCK = 10  # batches per block in the one-at-a-time comparison
 
 
-def embedding_overhead(base: str, model_dir: Path, batches: int, batch_size: int) -> dict[str, Any]:
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of this process, or of process `pid` (from /proc)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def embedding_overhead(base: str, model_dir: Path, batches: int, batch_size: int,
+                       server_pid: int | None = None) -> dict[str, Any]:
     import httpx
     from sentence_transformers import SentenceTransformer
 
@@ -104,13 +114,20 @@ def embedding_overhead(base: str, model_dir: Path, batches: int, batch_size: int
                           ).raise_for_status()
 
     started = time.perf_counter()
+    cpu_started = (cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0)
     threads = [threading.Thread(target=concurrent_client) for _ in range(CONCURRENT_CLIENTS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     api_concurrent = time.perf_counter() - started
-    direct_throughput = (direct_before + direct_block(texts)) / 2
+    # Where the CPU went: the clients (this process) share the 2 cores with the server.
+    client_cpu = cpu_seconds() - cpu_started[0]
+    server_cpu = cpu_seconds(server_pid) - cpu_started[1] if server_pid else None
+    cpu_started = cpu_seconds()
+    direct_after = direct_block(texts)
+    direct_cpu = cpu_seconds() - cpu_started
+    direct_throughput = (direct_before + direct_after) / 2
     return {"passages": passages, "direct_s": round(direct, 3), "api_s": round(api, 3),
             "direct_per_s": round(passages / direct, 1), "api_per_s": round(passages / api, 1),
             "latency_overhead": round(api / direct - 1, 4),
@@ -119,7 +136,10 @@ def embedding_overhead(base: str, model_dir: Path, batches: int, batch_size: int
                            "api_s": round(api_concurrent, 3),
                            "direct_per_s": round(passages / direct_throughput, 1),
                            "api_per_s": round(passages / api_concurrent, 1)},
-            "overhead": round(api_concurrent / direct_throughput - 1, 4)}
+            "overhead": round(api_concurrent / direct_throughput - 1, 4),
+            "cpu_ms_per_request": {"direct_encode": round(direct_cpu / batches * 1000, 2),
+                                   "clients": round(client_cpu / batches * 1000, 2),
+                                   "server": round(server_cpu / batches * 1000, 2) if server_cpu is not None else None}}
 
 
 def mixed_load(base: str, clients: int, seconds: float) -> dict[str, Any]:
@@ -210,7 +230,7 @@ def main() -> int:
         base = f"http://127.0.0.1:{port}"
         try:
             common.log("Embedding overhead: direct model.encode vs POST /v1/embeddings ...")
-            overhead = embedding_overhead(base, models["embedding"], args.batches, args.batch_size)
+            overhead = embedding_overhead(base, models["embedding"], args.batches, args.batch_size, server.pid)
             load = None
             if not args.overhead_only:
                 common.log(f"Mixed load: {args.clients} clients for {args.seconds:g} s ...")
@@ -227,14 +247,16 @@ def main() -> int:
         print(common.table(["endpoint", "requests", "req/s", "p50 ms", "p95 ms", "errors"], rows))
         print(f"\nall endpoints: {load['total_per_s']} req/s over {load['seconds']} s with {load['clients']} "
               f"clients, {load['errors']} errors  [{common.verdict(load['errors'] == 0)}: zero errors]")
-    tp = overhead["throughput"]
+    tp, cpu = overhead["throughput"], overhead["cpu_ms_per_request"]
     print(f"embeddings, {overhead['passages']} passages in batches of {args.batch_size}:\n"
           f"  throughput, {tp['clients']} concurrent clients: direct encode {tp['direct_per_s']}/s, through the API "
           f"{tp['api_per_s']}/s, overhead {overhead['overhead']:+.1%}  [{common.verdict(overhead['overhead'] <= 0.15)}: "
           f"<= 15 %]\n"
           f"  latency, one request at a time: direct {overhead['direct_per_s']}/s, through the API "
           f"{overhead['api_per_s']}/s, {overhead['latency_overhead']:+.1%} "
-          f"({overhead['fixed_ms_per_request']:+.1f} ms a request: HTTP round trip, JSON, the hop to the encoder thread)\n")
+          f"({overhead['fixed_ms_per_request']:+.1f} ms a request: HTTP round trip, JSON, the hop to the encoder thread)\n"
+          f"  CPU a request in the throughput run: server {cpu['server']} ms, clients {cpu['clients']} ms; "
+          f"direct encode {cpu['direct_encode']} ms\n")
     print(f"load average: start {info['load_average_at_start']}, end {info['load_average_at_end']}")
     path = common.write_json("api.json", {"machine": info, "models": {k: str(v) for k, v in models.items()},
                                           "embedding_overhead": overhead, "mixed_load": load}, args.output)

@@ -44,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="LLM_MAX_NEW_TOKENS (default 32: random fp32 generation on CPU is slow)")
     parser.add_argument("--no-llm", action="store_true", help="retrieval only (LLM_BACKEND=none)")
-    parser.add_argument("--rerank-top-n", type=int, default=None, help="RERANK_TOP_N (default: settings, 20)")
+    parser.add_argument("--rerank-top-n", type=int, default=None, help="RERANK_TOP_N (default: settings, 10)")
     parser.add_argument("--top-k", type=int, default=None, help="TOP_K passages given to the LLM (default: settings)")
     parser.add_argument("--query-type", default="AUTO", choices=["AUTO", "DOCS"],
                         help="AUTO (default, what the CLI does: FAQ search first) or DOCS")

@@ -65,14 +65,17 @@ def answer_end(tokenizer: Any, question_tokens: int, text: str, answers: list[st
 
 def visibility(app: Any, queries: list[Any], depth: int) -> tuple[list[dict[str, Any]], list[str]]:
     """Per question: the rank of the gold document and the pair length to each answer-bearing passage,
-    among the first `depth` passages before reranking; and some passages for the cost part."""
-    from askany.retrieval.retriever import Retriever
+    among the first `depth` passages before reranking; and the passages for the cost part."""
+    from askany.retrieval.retriever import QueryError, Retriever
 
     retriever = Retriever(app)
     tokenizer = app.models.embedding().tokenizer
-    rows, passages = [], []
-    for number, query in enumerate(queries, start=1):
-        hits = retriever.retrieve(query.question, top_k=depth, rerank=False).hits
+    rows, passages = [], {}
+    for query in queries:
+        try:
+            hits = retriever.retrieve(query.question, top_k=depth, rerank=False).hits
+        except QueryError:  # nothing to search for (as --eval, a miss)
+            hits = []
         question_tokens = len(tokenizer(query.question, add_special_tokens=False)["input_ids"])
         gold_rank, answer_at = None, []
         for rank, hit in enumerate(hits, start=1):
@@ -83,9 +86,9 @@ def visibility(app: Any, queries: list[Any], depth: int) -> tuple[list[dict[str,
             if end is not None:
                 answer_at.append((rank, end))
         rows.append({"gold_rank": gold_rank, "answer_at": answer_at})
-        if number % 50 == 0:
-            passages.append(hits[0].chunk.text)
-    return rows, passages
+        passages.update((hit.chunk.text, None) for hit in hits[:3])
+    # The longest passages for the cost part: real documents, longer than these, mostly fill their chunks.
+    return rows, sorted(passages, key=len, reverse=True)[:16]
 
 
 def quality_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
