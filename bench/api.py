@@ -42,7 +42,7 @@ def environment(data_dir: Path, models: dict[str, Path], port: int, batch_size: 
             "EMBEDDING_MODEL": str(models["embedding"]), "RERANKER_MODEL": str(models["reranker"]),
             "LLM_MODEL": str(models["llm"]), "LLM_BACKEND": "transformers", "LLM_MAX_NEW_TOKENS": "8",
             "DEVICE": "cpu", "API_PORT": str(port), "EMBEDDING_BATCH_SIZE": str(batch_size), "HF_HUB_OFFLINE": "1",
-            # torch, as the direct encode it is compared with (the default would be onnx-int8 on a CPU)
+            # torch, as the direct encode it is compared with (auto would be torch-bf16 or onnx-int8 on a CPU)
             "EMBEDDING_RUNTIME": "torch", "RERANKER_RUNTIME": "torch", "PYTHONPATH": str(common.ROOT)}
 
 

@@ -1,6 +1,6 @@
 """The local LLM on a CPU per LLM_DTYPE: prompt prefill and decoding speed, one process, same prompts.
 
-    python bench/llm_dtype.py                        # Qwen3-0.6B architecture, float32 vs bfloat16, ~4 min
+    python bench/llm_dtype.py                        # Qwen3-0.6B architecture, float32 vs bfloat16, ~3 min
     python bench/llm_dtype.py --llm tiny --prompt-tokens 200 --new-tokens 4   # seconds, checks the script
 
 Each dtype is loaded through AskAny's own loader (LLM_DTYPE), warmed up, then timed with greedy
@@ -82,12 +82,12 @@ def main() -> None:
     result = {"machine": machine, "llm": str(folder), "native_bf16": cpu_has_native_bf16(),
               "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "dtypes": rows}
     print(f"\nLLM dtype  {machine['date']}  {machine['cpu']}  {machine['cores']} cores, torch threads "
-          f"{machine['torch_threads']}, bf16 instructions: {result['native_bf16']}; load avg "
+          f"{machine['torch_threads']}, AMX bf16: {result['native_bf16']}; load avg "
           f"{machine['load_average_at_start'][0]} at start, {machine['load_average_at_end'][0]} at end")
     print(f"{folder.name}: prompt of {args.prompt_tokens} tokens, {args.new_tokens} tokens decoded after it\n")
     print(common.table(["LLM_DTYPE", "prefill s", "tokens/s", "x float32", "decode ms/token", "x float32"],
-                       [[name, r["prefill_s"], r["prefill_tokens_per_s"], r["prefill_vs_float32"] or 0.0,
-                         r["decode_ms_per_token"], r["decode_vs_float32"] or 0.0] for name, r in rows.items()]))
+                       [[name, r["prefill_s"], r["prefill_tokens_per_s"], r["prefill_vs_float32"] or "-",
+                         r["decode_ms_per_token"], r["decode_vs_float32"] or "-"] for name, r in rows.items()]))
     path = common.write_json("llm_dtype.json", result, args.output)
     common.log(f"Wrote {path}")
 

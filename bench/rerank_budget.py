@@ -109,16 +109,18 @@ def cost_table(folder: Path, passages: list[str], data_dir: Path) -> dict[str, A
 
     settings = load_settings(reranker_model=str(folder), reranker_runtime="auto", device="cpu",
                              data_dir=data_dir, models_dir=data_dir / "models")
+    if not passages:
+        raise SystemExit("no question retrieved a passage: nothing to time the reranker on")
     model = load_reranker(settings)
     common.log(f"cost: reranker on {model.askany_runtime}")
     pairs = [("这篇文章主要介绍了什么内容？", text) for text in (passages * 16)[:16]]
     result: dict[str, Any] = {"runtime": str(model.askany_runtime), "pairs": len(pairs), "per_pair_s": {}}
     tokens = model.tokenizer([q for q, _ in pairs], [t for _, t in pairs])["input_ids"]
     result["pair_tokens_mean"] = round(sum(map(len, tokens)) / len(tokens), 1)
-    model.max_length = 64
+    model.max_seq_length = 64
     model.predict(pairs[:4], show_progress_bar=False)  # warm-up
     for length in LENGTHS:
-        model.max_length = length
+        model.max_seq_length = length
         best = min(_timed(model, pairs) for _ in range(2))
         result["per_pair_s"][str(length)] = round(best / len(pairs), 4)
         common.log(f"cost: max length {length}: {best / len(pairs):.3f} s per pair (load {os.getloadavg()[0]:.2f})")
@@ -138,6 +140,8 @@ def main() -> None:
 
     queries = read_queries(args.queries)
     files = common.select_docs(args.docs, None)
+    if not queries or not files:
+        raise SystemExit(f"needs questions and documents: {len(queries)} in {args.queries}, {len(files)} in {args.docs}")
     reranker = common.model_path(args.reranker, "reranker", args.models_cache)
     machine = common.machine()
     scratch = Path(tempfile.mkdtemp(prefix="askany-bench-rerank-"))

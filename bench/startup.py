@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import common
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402 - sets the offline environment before transformers is imported
 
 QUESTION = "如何回滚 Kubernetes 的 Deployment？"
 # Runs the CLI as `python -m askany.main` would, after wrapping every model loader so the moment
@@ -63,8 +64,13 @@ def one_run(env: dict[str, str]) -> dict[str, Any]:
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"the CLI failed ({done.returncode}): {done.stderr[-2000:]}")
-    line = next(line for line in reversed(done.stderr.splitlines()) if line.startswith("PROBE "))
-    return {"wall_s": wall, **json.loads(line.removeprefix("PROBE "))}
+    line = next((line for line in reversed(done.stderr.splitlines()) if line.startswith("PROBE ")), None)
+    if line is None:
+        raise SystemExit(f"the probe printed nothing: {done.stderr[-2000:]}")
+    marks = json.loads(line.removeprefix("PROBE "))
+    if "first_model_s" not in marks:
+        raise SystemExit("the CLI answered without loading a model: nothing to split the start-up at")
+    return {"wall_s": wall, **marks}
 
 
 def main() -> None:

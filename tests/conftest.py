@@ -14,5 +14,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 # per tiny model folder would cost seconds in every test that loads one.
 os.environ.setdefault("EMBEDDING_RUNTIME", "torch")
 os.environ.setdefault("RERANKER_RUNTIME", "torch")
+# The tiny LLM in fp32 whatever the CPU, so its outputs do not depend on the machine (LLM_DTYPE=auto
+# would be bf16 on a CPU with AMX); tests/models/test_runtime.py checks the choice itself.
+os.environ.setdefault("LLM_DTYPE", "float32")
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.models"]

@@ -54,13 +54,13 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(16, ge=1)
     reranker_enabled: bool = True
     rerank_batch_size: int = Field(16, ge=1)
-    # Chosen from the curves in docs/cpu-speed.md: cutting passages below the chunk size hides answers
-    # from the reranker; past 10 passages recall hardly grows while the cost does, linearly.
+    # Both chosen from the curves in docs/cpu-speed.md: cutting passages below the chunk size hides
+    # answers from the reranker; past 10 passages recall hardly grows while the cost does, linearly.
     rerank_max_length: int = Field(512, ge=16)
     rerank_top_n: int = Field(10, ge=1, le=200)
     # How the local encoders run (askany/models/runtime.py): torch (fp32 on a CPU), torch in bf16
     # (torch-bf16), or ONNX Runtime in fp32 (onnx) or int8 (onnx-int8), exported once from the model
-    # folder. auto: torch-bf16 on a CPU with bf16 instructions, else onnx-int8; torch on a GPU.
+    # folder. auto: torch-bf16 on a CPU with AMX, else onnx-int8; torch on a GPU.
     embedding_runtime: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = "auto"
     reranker_runtime: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = "auto"
 
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     llm_enable_thinking: bool = False
     llm_context_window: int = Field(0, ge=0)
     # The local LLM's weights and compute (askany/models/precision.py). auto: bf16 on a GPU that has it
-    # (else float16), float16 on MPS, on a CPU bf16 where it has bf16 instructions, else float32.
+    # (else float16), float16 on MPS, on a CPU bfloat16 where it has AMX, else float32.
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     # --- storage ---

@@ -44,18 +44,12 @@ def choose_device(settings: Settings) -> str:
 
 
 def choose_dtype(device: str, setting: str = "auto") -> Any:
-    """The LLM's dtype: LLM_DTYPE, or for auto the fastest one `device` computes natively."""
+    """The LLM's torch dtype: LLM_DTYPE, or for auto the fastest one `device` computes natively."""
     import torch
 
-    from askany.models.precision import cpu_has_native_bf16
+    from askany.models.precision import llm_dtype
 
-    if setting != "auto":
-        return getattr(torch, setting)
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "mps":
-        return torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return getattr(torch, llm_dtype(setting, device)[0])
 
 
 # ---------------------------------------------------------------- loaders, one per kind

@@ -214,5 +214,9 @@ def role_status(settings: Settings, role: str | Role, probe: bool = True, runtim
         from askany.models.runtime import runtime_status
 
         state = runtime_status(settings, role, resolved.path).as_dict()
+    elif runtime and role.name == "llm" and settings.llm_backend == "transformers" and problem is None:
+        from askany.models.runtime import llm_runtime_status
+
+        state = llm_runtime_status(settings).as_dict()
     return RoleStatus(role.name, role.setting, name, str(resolved.path), resolved.source, offline,
                       missing, problem, required, runtime=state)

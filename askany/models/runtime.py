@@ -110,7 +110,7 @@ class RuntimeState:
 # ---------------------------------------------------------------- which runtime
 
 def runtime_setting(settings: Settings, role: Role) -> str:
-    """The role's runtime setting (auto, torch, onnx, onnx-int8); torch for a role without one."""
+    """The role's runtime setting (auto, torch, torch-bf16, onnx, onnx-int8); torch for a role without one."""
     return str(getattr(settings, role.runtime_setting.lower())) if role.runtime_setting else "torch"
 
 
@@ -121,17 +121,17 @@ def missing_packages() -> list[str]:
 
 def wanted_runtime(settings: Settings, role: Role, device: str) -> tuple[str, str]:
     """The runtime the settings ask for on `device`, and a note on why (`auto`'s choice, or a warning)."""
-    from askany.models.precision import cpu_has_native_bf16
+    from askany.models.precision import AUTO_BF16_NOTE, NO_AMX_NOTE, cpu_has_native_bf16
 
     setting = runtime_setting(settings, role)
     if setting == "torch-bf16" and device == "cpu" and not cpu_has_native_bf16():
-        return setting, "this CPU has no bf16 instructions: slower than torch"
+        return setting, NO_AMX_NOTE
     if setting != "auto":
         return setting, ""
     if device != "cpu":
         return "torch", f"auto on {device}"
     if cpu_has_native_bf16():
-        return "torch-bf16", "auto: the CPU computes bf16"
+        return "torch-bf16", AUTO_BF16_NOTE
     missing = missing_packages()
     if missing:
         return "torch", f"auto: onnx-int8 needs {', '.join(missing)} (pip install {' '.join(missing)})"
@@ -210,6 +210,19 @@ def runtime_status(settings: Settings, role: Role, folder: Path | None) -> Runti
     return RuntimeState(setting, runtime, "exported on first load")
 
 
+def llm_runtime_status(settings: Settings) -> RuntimeState:
+    """What --check shows for the local LLM: the dtype LLM_DTYPE gives on this device, and why."""
+    from askany.models.loaders import choose_device
+    from askany.models.precision import llm_dtype
+
+    try:
+        device = choose_device(settings)
+    except Exception:  # noqa: BLE001 - the device problem is reported on its own line
+        device = "cpu"
+    name, note = llm_dtype(settings.llm_dtype, device)
+    return RuntimeState(settings.llm_dtype, name, note)
+
+
 # ---------------------------------------------------------------- loading
 
 def apply_runtime(settings: Settings, role: Role, folder: Path, model: Any, device: str) -> Any:
@@ -217,12 +230,18 @@ def apply_runtime(settings: Settings, role: Role, folder: Path, model: Any, devi
     ask for; on any failure keep torch and say so once. The state is `model.askany_runtime`."""
     setting = runtime_setting(settings, role)
     runtime, note = wanted_runtime(settings, role, device)
-    if runtime in TORCH_RUNTIMES:
-        if runtime == "torch-bf16":
-            import torch
-
-            model.to(torch.bfloat16)  # sentence-transformers hands back float32 vectors and scores
-        model.askany_runtime = RuntimeState(setting, runtime, note, fallback="needs" in note)
+    if runtime == "torch-bf16":
+        try:
+            return _use_bf16(model, setting, note)
+        except Exception as error:  # noqa: BLE001 - e.g. no bf16 on this MPS: fp32 keeps working
+            model.float()
+            reason = first_line(error)[:300]
+            model.askany_runtime = RuntimeState(setting, "torch", f"torch-bf16 failed: {reason}", fallback=True)
+            log.warning("The %s model stays in fp32: bf16 could not be used (%s); set %s=torch to silence this",
+                        role.name, reason, role.runtime_setting)
+            return model
+    if runtime == "torch":
+        model.askany_runtime = RuntimeState(setting, "torch", note, fallback="needs" in note)
         return model
     try:
         state = _use_onnx(settings, folder, model, runtime)
@@ -233,6 +252,15 @@ def apply_runtime(settings: Settings, role: Role, folder: Path, model: Any, devi
                     role.name, runtime, reason, role.runtime_setting)
     state.setting = setting
     model.askany_runtime = state
+    return model
+
+
+def _use_bf16(model: Any, setting: str, note: str) -> Any:
+    """Cast the loaded model to bf16 (sentence-transformers still hands back float32 vectors and scores)."""
+    import torch
+
+    model.to(torch.bfloat16)
+    model.askany_runtime = RuntimeState(setting, "torch-bf16", note)
     return model
 
 
