@@ -41,7 +41,7 @@ def llm_dtype(setting: str, device: str) -> tuple[str, str]:
     """The local LLM's dtype name (a torch attribute) for LLM_DTYPE on `device`, and a note on why."""
     if setting != "auto":
         slow = device == "cpu" and setting != "float32" and not cpu_has_native_bf16()
-        return setting, NO_AMX_NOTE.replace("fp32", "float32") if slow else ""
+        return setting, NO_AMX_NOTE if slow else ""
     if device == "cuda":
         import torch
 

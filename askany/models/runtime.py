@@ -1,8 +1,8 @@
 """The encoders' runtime (EMBEDDING_RUNTIME, RERANKER_RUNTIME): torch in fp32 or bf16, or ONNX Runtime
 in fp32 or int8.
 
-torch-bf16 casts the loaded model to bf16: no export, half the memory, and on a CPU with bf16
-instructions the fastest runtime measured (askany/models/precision.py), so `auto` takes it there.
+torch-bf16 casts the loaded model to bf16: no export, half the memory once loaded, and on a CPU with
+AMX the fastest runtime measured (askany/models/precision.py), so `auto` takes it there.
 
 An ONNX model is exported once, offline, from the local model folder: torch's own exporter
 (`torch.onnx.export`, the dynamo path; needs the `onnx` and `onnxscript` packages), then for
@@ -183,16 +183,20 @@ def find_export(settings: Settings, folder: Path, runtime: str, key: str | None 
     return None, None
 
 
-def runtime_status(settings: Settings, role: Role, folder: Path | None) -> RuntimeState:
-    """What --check shows for a local encoder role, without loading anything (the folder's cache is read)."""
+def _device_or_cpu(settings: Settings) -> str:
+    """The device models would load on; cpu when DEVICE is wrong (that is reported on its own line)."""
     from askany.models.loaders import choose_device
 
-    setting = runtime_setting(settings, role)
     try:
-        device = choose_device(settings)
+        return choose_device(settings)
     except Exception:  # noqa: BLE001 - the device problem is reported on its own line
-        device = "cpu"
-    runtime, note = wanted_runtime(settings, role, device)
+        return "cpu"
+
+
+def runtime_status(settings: Settings, role: Role, folder: Path | None) -> RuntimeState:
+    """What --check shows for a local encoder role, without loading anything (the folder's cache is read)."""
+    setting = runtime_setting(settings, role)
+    runtime, note = wanted_runtime(settings, role, _device_or_cpu(settings))
     if runtime in TORCH_RUNTIMES:
         return RuntimeState(setting, runtime, note, fallback=setting != "torch" and "needs" in note)
     missing = missing_packages()
@@ -212,14 +216,9 @@ def runtime_status(settings: Settings, role: Role, folder: Path | None) -> Runti
 
 def llm_runtime_status(settings: Settings) -> RuntimeState:
     """What --check shows for the local LLM: the dtype LLM_DTYPE gives on this device, and why."""
-    from askany.models.loaders import choose_device
     from askany.models.precision import llm_dtype
 
-    try:
-        device = choose_device(settings)
-    except Exception:  # noqa: BLE001 - the device problem is reported on its own line
-        device = "cpu"
-    name, note = llm_dtype(settings.llm_dtype, device)
+    name, note = llm_dtype(settings.llm_dtype, _device_or_cpu(settings))
     return RuntimeState(settings.llm_dtype, name, note)
 
 
