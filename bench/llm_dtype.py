@@ -71,7 +71,7 @@ def main() -> None:
     args = parse_args()
     folder = common.model_path(args.llm, "llm", args.models_cache)
     machine = common.machine()
-    from askany.models.precision import cpu_has_native_bf16
+    from askany.models.precision import cpu_bf16
 
     rows = {dtype: measure(folder, dtype, args.prompt_tokens, args.new_tokens) for dtype in args.dtypes.split(",")}
     base = rows.get("float32")
@@ -79,10 +79,10 @@ def main() -> None:
         row["prefill_vs_float32"] = round(base["prefill_s"] / row["prefill_s"], 2) if base else None
         row["decode_vs_float32"] = round(base["decode_ms_per_token"] / row["decode_ms_per_token"], 2) if base else None
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    result = {"machine": machine, "llm": str(folder), "native_bf16": cpu_has_native_bf16(),
+    result = {"machine": machine, "llm": str(folder), "cpu_bf16": cpu_bf16() or "none",
               "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "dtypes": rows}
     print(f"\nLLM dtype  {machine['date']}  {machine['cpu']}  {machine['cores']} cores, torch threads "
-          f"{machine['torch_threads']}, AMX bf16: {result['native_bf16']}; load avg "
+          f"{machine['torch_threads']}, bf16: {result['cpu_bf16']}; load avg "
           f"{machine['load_average_at_start'][0]} at start, {machine['load_average_at_end'][0]} at end")
     print(f"{folder.name}: prompt of {args.prompt_tokens} tokens, {args.new_tokens} tokens decoded after it\n")
     print(common.table(["LLM_DTYPE", "prefill s", "tokens/s", "x float32", "decode ms/token", "x float32"],

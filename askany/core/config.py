@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     embedding_enabled: bool = True
     embedding_batch_size: int = Field(16, ge=1)
     reranker_enabled: bool = True
-    rerank_batch_size: int = Field(16, ge=1)
+    rerank_batch_size: int = Field(4, ge=1)  # CPU: one padded batch of 10 pairs costs 1.4x four small ones (docs/cpu-speed.md)
     # Both chosen from the curves in docs/cpu-speed.md: cutting passages below the chunk size hides
     # answers from the reranker; past 10 passages recall hardly grows while the cost does, linearly.
     rerank_max_length: int = Field(512, ge=16)

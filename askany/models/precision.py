@@ -1,53 +1,70 @@
-"""Float precision on this machine: bf16 where the CPU has AMX, fp32 elsewhere on a CPU.
+"""Float precision on this machine: which bf16 the CPU computes, and what `auto` makes of it.
 
-Measured on a 2-core Sapphire Rapids (AMX) with the real architectures and random weights
-(docs/cpu-speed.md): bge-m3 embeds 2.13x and bge-reranker-v2-m3 reranks 2.45x as fast in bf16 as in
-fp32 (onnxruntime int8: 1.9x), with a mean cosine of 1.000 to the fp32 vectors; Qwen3-0.6B reads a
-2,300-token prompt 2.7x and decodes after it 1.35x as fast (with a short prompt it decodes slower:
-oneDNN's bf16 kernels lose at one row). bf16 is the precision these models were trained and
-published in, and what the GPU path runs. CPUs with AVX512-BF16 but no AMX (Cooper Lake, Zen 4)
-were not measured, and on CPUs without either bf16 is emulated and slower than fp32, so `auto`
-chooses bf16 only where AMX is.
+Measured with the real architectures and random weights (docs/cpu-speed.md), torch 2.13, 2 cores:
 
-Read from /proc/cpuinfo so that `--check` can say what runs without importing torch.
+- AMX (Intel Sapphire Rapids on): bf16 embeds 2.13x and reranks 2.45x as fast as fp32 and beats
+  onnxruntime int8 (1.9x); Qwen3-0.6B reads a 2,300-token prompt 2.7x and decodes after it 1.35x
+  as fast. `auto`: torch-bf16 encoders, bf16 LLM.
+- AVX512-BF16 without AMX (AMD Zen 4, Intel Cooper Lake): bf16 is 2.1x fp32 for both encoders,
+  but onnxruntime int8 (AVX512-VNNI) is faster still (2.77x / 2.63x); Qwen3 reads the prompt 1.85x
+  as fast and decodes 0.93x. `auto`: onnx-int8 encoders (torch-bf16 when ONNX is not installed),
+  bf16 LLM (the first answer text comes 10 s sooner; 512 tokens decode 7 % slower).
+- Neither: bf16 is emulated and slower than fp32. `auto`: onnx-int8 encoders, fp32 LLM.
+
+bf16 is the precision these models were trained and published in, and what the GPU path runs; the
+mean cosine of bf16 to fp32 vectors is 1.000. Read from /proc/cpuinfo so that `--check` can say
+what runs without importing torch.
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
-#: The CPU flag (Linux /proc/cpuinfo) of the bf16 matrix units the measurements were made on.
+BF16Kind = Literal["amx", "avx512", None]
+
+#: The CPU flags (Linux /proc/cpuinfo) of bf16 matrix units and of bf16 vector instructions.
 AMX_BF16_FLAG = "amx_bf16"
-#: What `auto` says when it chose bf16 / when a bf16 setting meets a CPU without AMX.
-AUTO_BF16_NOTE = "auto: the CPU computes bf16 (AMX)"
-NO_AMX_NOTE = "this CPU has no AMX bf16: slower than fp32"
+AVX512_BF16_FLAG = "avx512_bf16"
+#: What `auto` says when it chose bf16, per kind; and when a bf16 setting meets a CPU without it.
+AUTO_BF16_NOTES = {"amx": "auto: the CPU computes bf16 (AMX)",
+                   "avx512": "auto: the CPU computes bf16 (AVX512-BF16)"}
+NO_BF16_NOTE = "this CPU has no bf16 instructions: slower than fp32"
+
+
+def bf16_kind(flags: set[str]) -> BF16Kind:
+    """The bf16 a CPU with these /proc/cpuinfo flags computes: "amx", "avx512" or None."""
+    if AMX_BF16_FLAG in flags:
+        return "amx"
+    return "avx512" if AVX512_BF16_FLAG in flags else None
 
 
 @functools.cache
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has AMX bf16 units; False when it has not or it is unknown (not Linux)."""
+def cpu_bf16() -> BF16Kind:
+    """This CPU's bf16_kind; None also when unknown (not Linux)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return False
+        return None
     for line in text.splitlines():
         if line.startswith("flags"):
-            return AMX_BF16_FLAG in line.partition(":")[2].split()
-    return False
+            return bf16_kind(set(line.partition(":")[2].split()))
+    return None
 
 
 def llm_dtype(setting: str, device: str) -> tuple[str, str]:
     """The local LLM's dtype name (a torch attribute) for LLM_DTYPE on `device`, and a note on why."""
     if setting != "auto":
-        slow = device == "cpu" and setting != "float32" and not cpu_has_native_bf16()
-        return setting, NO_AMX_NOTE if slow else ""
+        slow = device == "cpu" and setting != "float32" and cpu_bf16() is None
+        return setting, NO_BF16_NOTE if slow else ""
     if device == "cuda":
         import torch
 
         return ("bfloat16" if torch.cuda.is_bf16_supported() else "float16"), "auto on cuda"
     if device == "mps":
         return "float16", "auto on mps"
-    if cpu_has_native_bf16():
-        return "bfloat16", AUTO_BF16_NOTE
-    return "float32", "auto: no AMX bf16 on this CPU"
+    kind = cpu_bf16()
+    if kind is not None:
+        return "bfloat16", AUTO_BF16_NOTES[kind]
+    return "float32", "auto: no bf16 instructions on this CPU"

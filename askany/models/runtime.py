@@ -120,21 +120,26 @@ def missing_packages() -> list[str]:
 
 
 def wanted_runtime(settings: Settings, role: Role, device: str) -> tuple[str, str]:
-    """The runtime the settings ask for on `device`, and a note on why (`auto`'s choice, or a warning)."""
-    from askany.models.precision import AUTO_BF16_NOTE, NO_AMX_NOTE, cpu_has_native_bf16
+    """The runtime the settings ask for on `device`, and a note on why (`auto`'s choice, or a warning).
+
+    `auto` follows the measurements in precision.py: torch-bf16 with AMX, else onnx-int8 (torch-bf16
+    when ONNX is not installed and the CPU has AVX512-BF16)."""
+    from askany.models.precision import AUTO_BF16_NOTES, NO_BF16_NOTE, cpu_bf16
 
     setting = runtime_setting(settings, role)
-    if setting == "torch-bf16" and device == "cpu" and not cpu_has_native_bf16():
-        return setting, NO_AMX_NOTE
+    if setting == "torch-bf16" and device == "cpu" and cpu_bf16() is None:
+        return setting, NO_BF16_NOTE
     if setting != "auto":
         return setting, ""
     if device != "cpu":
         return "torch", f"auto on {device}"
-    if cpu_has_native_bf16():
-        return "torch-bf16", AUTO_BF16_NOTE
+    kind = cpu_bf16()
+    if kind == "amx":
+        return "torch-bf16", AUTO_BF16_NOTES[kind]
     missing = missing_packages()
     if missing:
-        return "torch", f"auto: onnx-int8 needs {', '.join(missing)} (pip install {' '.join(missing)})"
+        need = f"onnx-int8 needs {', '.join(missing)} (pip install {' '.join(missing)})"
+        return ("torch-bf16", f"{AUTO_BF16_NOTES[kind]}; {need}") if kind else ("torch", f"auto: {need}")
     return "onnx-int8", ""
 
 

@@ -106,7 +106,7 @@ def test_a_failed_check_keeps_torch_with_a_notice_and_is_not_retried(make_settin
 def test_missing_packages_keep_torch_with_a_notice(make_settings, embedding_copy: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "missing_packages", lambda: ["onnxscript"])
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # else auto is torch-bf16
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: None)  # else auto is torch-bf16
     explicit = load_embedding(make_settings(embedding_model=str(embedding_copy), embedding_runtime="onnx-int8"))
     assert str(explicit.askany_runtime) == ("torch (onnx-int8 export failed: it needs the packages onnxscript "
                                             "(pip install onnxscript))")
@@ -116,18 +116,36 @@ def test_missing_packages_keep_torch_with_a_notice(make_settings, embedding_copy
     assert exports(embedding_copy) == []
 
 
-def test_auto_is_bf16_on_a_cpu_that_computes_it_else_int8_and_torch_on_a_gpu(
-        make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_follows_the_cpus_bf16_kind_and_is_torch_on_a_gpu(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = make_settings(embedding_runtime="auto", reranker_runtime="torch")
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    assert runtime.wanted_runtime(settings, EMBEDDING, "cpu") == ("torch-bf16", precision.AUTO_BF16_NOTE)
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
-    assert runtime.wanted_runtime(settings, EMBEDDING, "cpu")[0] == ("onnx-int8" if not runtime.missing_packages()
-                                                                     else "torch")
+    int8_or_torch = "onnx-int8" if not runtime.missing_packages() else "torch"
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: "amx")
+    assert runtime.wanted_runtime(settings, EMBEDDING, "cpu") == ("torch-bf16", precision.AUTO_BF16_NOTES["amx"])
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: "avx512")  # int8 measured faster than bf16 there
+    assert runtime.wanted_runtime(settings, EMBEDDING, "cpu")[0] == int8_or_torch.replace("torch", "torch-bf16")
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: None)
+    assert runtime.wanted_runtime(settings, EMBEDDING, "cpu")[0] == int8_or_torch
     assert runtime.wanted_runtime(settings, EMBEDDING, "cuda") == ("torch", "auto on cuda")
     assert runtime.wanted_runtime(settings, RERANKER, "cpu") == ("torch", "")
     explicit = make_settings(embedding_runtime="torch-bf16")
-    assert runtime.wanted_runtime(explicit, EMBEDDING, "cpu") == ("torch-bf16", precision.NO_AMX_NOTE)
+    assert runtime.wanted_runtime(explicit, EMBEDDING, "cpu") == ("torch-bf16", precision.NO_BF16_NOTE)
+
+
+def test_without_onnx_auto_is_torch_bf16_where_the_cpu_has_bf16(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(embedding_runtime="auto")
+    monkeypatch.setattr(runtime, "missing_packages", lambda: ["onnxruntime"])
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: "avx512")
+    chosen, note = runtime.wanted_runtime(settings, EMBEDDING, "cpu")
+    assert chosen == "torch-bf16" and note.startswith(precision.AUTO_BF16_NOTES["avx512"]) and "onnxruntime" in note
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: None)
+    assert runtime.wanted_runtime(settings, EMBEDDING, "cpu")[0] == "torch"
+
+
+def test_the_bf16_kind_comes_from_the_cpu_flags() -> None:
+    assert precision.bf16_kind({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}) == "amx"
+    assert precision.bf16_kind({"avx2", "avx512f", "avx512_bf16"}) == "avx512"
+    assert precision.bf16_kind({"sse2", "avx2", "avx512f"}) is None
+    assert precision.cpu_bf16() in ("amx", "avx512", None)  # this machine's, read without failing
 
 
 def test_torch_bf16_halves_the_weights_and_keeps_float32_results_close_to_fp32(
@@ -180,16 +198,17 @@ def test_llm_dtype_follows_the_setting_and_auto_follows_the_cpu(make_settings, t
     from askany.models.loaders import choose_dtype
     from askany.models.registry import load_llm
 
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: "avx512")
     assert choose_dtype("cpu") == torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: "amx")
     assert choose_dtype("cpu", "float32") == torch.float32
     settings = make_settings(llm_model=str(tiny_llm_dir), llm_backend="transformers", llm_dtype="auto")
     assert next(load_llm(settings).model.parameters()).dtype == torch.bfloat16
-    assert role_status(settings, "llm").runtime["summary"] == f"bfloat16 ({precision.AUTO_BF16_NOTE})"
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert role_status(settings, "llm").runtime["summary"] == f"bfloat16 ({precision.AUTO_BF16_NOTES['amx']})"
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: None)
     assert choose_dtype("cpu") == torch.float32
     assert choose_dtype("cpu", "bfloat16") == torch.bfloat16
-    assert precision.llm_dtype("bfloat16", "cpu")[1].startswith("this CPU has no AMX")
+    assert precision.llm_dtype("bfloat16", "cpu")[1] == precision.NO_BF16_NOTE
     assert choose_dtype("mps") == torch.float16
 
 
