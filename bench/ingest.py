@@ -146,7 +146,9 @@ def warm_up(app: Any, model: Any, batch_size: int) -> dict[str, float]:
     app.analyzer.terms_many(["预热一下中文分词。"])
     costs["jieba load"] = time.perf_counter() - started
     started = time.perf_counter()
-    import askany.storage.keyword_kernels  # noqa: F401 - numba and its compiled kernels, loaded once a process
+    from askany.storage.keyword_segment import load_kernels
+
+    load_kernels()  # numba and its compiled kernels, loaded once a process
     costs["keyword kernels load"] = time.perf_counter() - started
     started = time.perf_counter()
     app.models.optional("embedding_tokenizer")  # none on disk with a server's model: chunks sized by estimate

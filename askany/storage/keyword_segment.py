@@ -228,3 +228,15 @@ def flatten(rows: list[tuple[Segment, int, bytes, bytes, bytes]],
     if status < 0:
         raise KeywordIndexCorrupt("keyword segments have postings outside their chunk lists")
     return vocabulary, np.repeat(ids, term_counts), positions, tfs
+
+
+def load_kernels() -> None:
+    """Load the compiled kernels that building and merging segments use, on a two-chunk segment.
+
+    numba reads each kernel from its cache at its first call, about 0.8 s in all a process: a
+    benchmark pays it before timing, as it pays a model load."""
+    term_of, vocabulary = intern_terms(b"a\x00b\x00a")
+    built = build_segment(np.array([1, 2], dtype="<i8"), np.array([2, 1], dtype="<u2"), vocabulary, term_of,
+                          np.array([0, 0, 1], dtype=np.int64), np.ones(3, dtype=np.int64))
+    segment = Segment(0, 0, built.chunk_ids, built.lengths, built.buckets)
+    flatten([(segment, *row) for row in built.rows], {0: 0})

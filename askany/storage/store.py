@@ -227,6 +227,10 @@ class ChunkStore:
     def _create_hnsw(conn: psycopg.Connection, m: int, ef_construction: int) -> None:
         # A graph held in memory while it is built is several times faster than one spilled to disk.
         conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
+        # Parallel workers build it 1.6x faster on 2 cores (10.3 s against 16.3 s for 10k random 1024-d
+        # vectors), but Postgres sizes them by the heap, which holds only TOAST pointers here, and
+        # plans none. The reloption asks for them; the server's max_parallel_maintenance_workers caps it.
+        conn.execute("ALTER TABLE chunk_vectors SET (parallel_workers = 8)")
         conn.execute(f"CREATE INDEX IF NOT EXISTS chunk_vectors_hnsw ON chunk_vectors USING hnsw "
                      f"(embedding vector_cosine_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
 
@@ -309,20 +313,15 @@ class ChunkStore:
             conn.execute("DELETE FROM documents d USING unnest(%s::text[], %s::text[]) AS gone(kb, source) "
                          "WHERE d.kb = gone.kb AND d.source = gone.source",
                          ([doc.kb for doc in documents], [doc.source for doc in documents]))
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO documents (kb, source, title, kind, content_hash, fingerprint, tags, encoding, "
-                    "chunk_count) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                    [(doc.kb, doc.source, doc.title, doc.kind, doc.content_hash, doc.fingerprint, doc.tags,
-                      doc.encoding, len(doc.chunks)) for doc in documents], returning=True)
-                doc_ids = []
-                while True:
-                    doc_ids.append(cur.fetchone()[0])
-                    if not cur.nextset():
-                        break
+            doc_ids = self._next_ids(conn, "documents", len(documents))
             document_id = {id(doc): doc_id for doc, doc_id in zip(documents, doc_ids, strict=True)}
-            ids = [row[0] for row in conn.execute(
-                "SELECT nextval(pg_get_serial_sequence('chunks', 'id')) FROM generate_series(1, %s)", (len(chunks),))]
+            with conn.cursor() as cur, cur.copy(
+                    "COPY documents (id, kb, source, title, kind, content_hash, fingerprint, tags, encoding, "
+                    "chunk_count) FROM STDIN") as copy:
+                for doc, doc_id in zip(documents, doc_ids, strict=True):
+                    copy.write_row((doc_id, doc.kb, doc.source, doc.title, doc.kind, doc.content_hash,
+                                    doc.fingerprint, doc.tags, doc.encoding, len(doc.chunks)))
+            ids = self._next_ids(conn, "chunks", len(chunks))
             with conn.cursor() as cur:
                 with cur.copy("COPY chunks (id, node_id, document_id, kb, position, text, heading_path, tags, is_faq, "
                               "term_count, metadata) FROM STDIN") as copy:
@@ -341,6 +340,13 @@ class ChunkStore:
                                              for chunk_id, (doc, chunk) in zip(ids, chunks, strict=True)])
         self.keywords.maybe_merge(parts)
         return len(chunks)
+
+    @staticmethod
+    def _next_ids(conn: psycopg.Connection, table: str, count: int) -> list[int]:
+        """`count` ids from a table's serial sequence, so its rows can be written by COPY (which cannot
+        return the ids it assigned) and referenced in the same transaction."""
+        return [row[0] for row in conn.execute(
+            f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)", (count,))]
 
     @staticmethod
     def _claim(conn: psycopg.Connection, documents: list[DocumentRecord]) -> list[DocumentRecord]:
