@@ -327,3 +327,19 @@ def test_hostile_text_and_names_do_not_sink_the_good_files(make_app, tmp_path: P
     assert any("密码重置" in t for t in texts) and any("客户端\ufffd" in t for t in texts)
     assert any("报销" in t for t in texts)
     assert storable("a\x00b\ud800") == "ab\ufffd"
+
+
+def test_titles_and_tags_with_copy_escapes_are_stored_as_written(make_app, tmp_path: Path) -> None:
+    # Documents and chunks are written by COPY: its text format's tab, newline, backslash and \N,
+    # and an array literal's comma, quote and braces, must arrive as the file and the caller wrote them.
+    folder = tmp_path / "escapes"
+    folder.mkdir()
+    title = r"C:\logs\N 目录 {a,b} \"引号\""
+    (folder / "doc.md").write_text(f"# {title}\n\n日志目录的清理办法。\n", encoding="utf-8")
+    tags = ["a,b", "{x}", 'q"u', "back\\slash", "NULL", r"\N", "制表\t符"]
+    app = make_app()
+    Ingestor(app).run([folder], kb="escapes", tags=tags, progress=False)
+    (document,) = app.store.list_documents("escapes")
+    assert document["title"] == title and document["tags"] == sorted(tags)  # tags are kept sorted
+    (chunk_id, _), = app.store.keyword_search(app.analyzer.terms("日志目录 清理"), 5, None)
+    assert app.store.fetch_chunks([chunk_id])[chunk_id].tags == sorted(tags)
