@@ -72,6 +72,9 @@ def test_ingest_and_search_with_vectors_and_rerank_from_a_server(remote_app, sta
     assert all(body["model"] == "standin-embed" and len(body["input"]) <= 4 for body in bodies)
     assert app.store.vector_model() == ("standin-embed", 48)  # the remote model's name is the identity
     assert app.store.has_hnsw_index()  # built once, after the first load
+    with app.db.connection() as conn:  # with parallel workers asked for: the heap alone would plan none
+        options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'chunk_vectors'::regclass").fetchone()[0]
+    assert "parallel_workers=8" in options
 
     # The stored vectors are the server's (normalized); a search uses vectors and TEI's rerank.
     with app.db.connection() as conn:

@@ -321,3 +321,12 @@ def test_two_processes_ingesting_while_a_third_queries(make_app, pg_data_dir, tm
         ranked = app.store.keyword_search(app.analyzer.terms(f"{word}的第7篇文档 ID-0007"), 3, SearchFilter(kbs=[kb]))
         assert Path(app.store.fetch_chunks([ranked[0][0]])[ranked[0][0]].source).name == "007.md"
         assert_matches_reference(app, f"{word} 日志", SearchFilter(kbs=[kb]))
+
+
+def test_load_kernels_loads_what_building_and_merging_segments_call() -> None:
+    # A new process: in this one earlier tests may have called the kernels already.
+    code = ("from askany.storage.keyword_segment import load_kernels; load_kernels(); "
+            "from askany.storage import keyword_kernels as k; "
+            "print(all(f.signatures for f in (k.intern, k.group_order, k.gather_names, k.decode_rows)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "True"
